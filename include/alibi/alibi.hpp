@@ -1,0 +1,11 @@
+#pragma once
+// alibi: ALiBi attention (attention with linear biases) for CPUs, header-only C++17.
+// The one include users need. The fused kernel: attention.hpp -> detail/forward.hpp.
+
+#include "attention.hpp"
+#include "bias.hpp"
+#include "params.hpp"
+#include "reference.hpp"
+#include "slopes.hpp"
+#include "tensor_view.hpp"
+#include "version.hpp"

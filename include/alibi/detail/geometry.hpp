@@ -1,0 +1,80 @@
+#pragma once
+// Positions, slopes and the allowed key range of a call, resolved once from Params: the one place
+// that knows FlashAttention's alignment conventions. The kernel and the reference both read it.
+
+#include <algorithm>
+#include <cmath>
+#include <optional>
+#include <vector>
+
+#include "../params.hpp"
+#include "../slopes.hpp"
+
+namespace alibi {
+namespace detail {
+
+/// Half-open range [begin, end) of key indices; empty when end <= begin.
+struct KeyRange {
+  index_t begin = 0;
+  index_t end = 0;
+  bool empty() const { return end <= begin; }
+};
+
+/// Window extents beyond this are unbounded; keeps every position sum inside int64.
+constexpr index_t unbounded_window = index_t(1) << 62;
+
+struct Geometry {
+  index_t batch = 0, seq_q = 0, seq_k = 0, heads_q = 0, heads_kv = 0, head_dim = 0,
+          value_dim = 0;
+  float scale = 1.0f;
+  bool causal = true;
+  index_t window_left = unbounded_window, window_right = unbounded_window;
+  std::vector<float> slopes;  // heads_q values, or batch * heads_q
+  std::vector<index_t> seqlens_k;
+  std::optional<index_t> query_offset;
+  index_t key_offset = 0;
+
+  Geometry(index_t batch_, index_t seq_q_, index_t seq_k_, index_t heads_q_, index_t heads_kv_,
+           index_t head_dim_, index_t value_dim_, const Params& p)
+      : batch(batch_), seq_q(seq_q_), seq_k(seq_k_), heads_q(heads_q_), heads_kv(heads_kv_),
+        head_dim(head_dim_), value_dim(value_dim_),
+        scale(p.scale != 0.0f ? p.scale : 1.0f / std::sqrt(static_cast<float>(head_dim_))),
+        causal(p.causal),
+        window_left(p.window_left < 0 ? unbounded_window
+                                      : std::min(p.window_left, unbounded_window)),
+        window_right(p.window_right < 0 ? unbounded_window
+                                        : std::min(p.window_right, unbounded_window)),
+        slopes(p.slopes.empty() ? alibi::slopes(static_cast<int>(heads_q_)) : p.slopes),
+        seqlens_k(p.seqlens_k), query_offset(p.query_offset), key_offset(p.key_offset.value_or(0)) {}
+
+  /// Number of valid keys in batch row b.
+  index_t valid_keys(index_t b) const { return seqlens_k.empty() ? seq_k : seqlens_k[b]; }
+  /// Absolute position of query i of batch row b.
+  index_t query_position(index_t b, index_t i) const {
+    return query_offset ? *query_offset + i : key_offset + valid_keys(b) - seq_q + i;
+  }
+  /// Absolute position of key t.
+  index_t key_position(index_t t) const { return key_offset + t; }
+  float slope(index_t b, index_t h) const {
+    return slopes.size() == static_cast<std::size_t>(heads_q) ? slopes[h]
+                                                               : slopes[b * heads_q + h];
+  }
+  index_t kv_head(index_t h) const { return h / (heads_q / heads_kv); }
+
+  /// Whether a query at position p may attend a key at position t (the mask, elementwise).
+  bool allowed(index_t p, index_t t) const {
+    if (causal && t > p) return false;
+    return p - window_left <= t && t <= p + window_right;
+  }
+  /// The keys a query at position p may attend in batch row b: the mask is always one interval.
+  KeyRange allowed_keys(index_t b, index_t p) const {
+    const index_t last = causal ? std::min(p, p + window_right) : p + window_right;
+    KeyRange r{std::max<index_t>(0, p - window_left - key_offset),
+               std::min(valid_keys(b), last - key_offset + 1)};
+    if (r.empty()) r = {0, 0};
+    return r;
+  }
+};
+
+}  // namespace detail
+}  // namespace alibi

@@ -1,0 +1,173 @@
+#pragma once
+// Checks at the public boundary. Everything a caller can get wrong is caught here, before any
+// output is written, with a message naming the argument and the sizes seen; past this point the
+// kernels trust their inputs.
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "geometry.hpp"
+
+namespace alibi {
+namespace detail {
+
+/// Positions and offsets beyond this could overflow int64 sums of a position and a window.
+constexpr index_t max_position = index_t(1) << 61;
+
+inline std::string shape_string(const std::array<index_t, 4>& s) {
+  return "[" + std::to_string(s[0]) + ", " + std::to_string(s[1]) + ", " + std::to_string(s[2]) +
+         ", " + std::to_string(s[3]) + "]";
+}
+
+[[noreturn]] inline void fail(const char* fn, const std::string& what) {
+  throw std::invalid_argument(std::string(fn) + ": " + what);
+}
+
+/// Byte addresses [lo, hi) that a view can touch; empty for an empty view.
+struct ByteSpan {
+  std::uintptr_t lo = 0, hi = 0;
+  bool overlaps(const ByteSpan& o) const { return lo < o.hi && o.lo < hi; }
+};
+
+template <class T>
+ByteSpan byte_span(const char* fn, const char* name, const TensorView<T>& view) {
+  if (view.size() == 0) return {};
+  index_t lo = 0, hi = 0;
+  for (int i = 0; i < 4; ++i) {
+    index_t reach = 0;
+    if (__builtin_mul_overflow(view.strides[i], view.shape[i] - 1, &reach))
+      fail(fn, std::string(name) + " strides overflow with shape " + shape_string(view.shape));
+    (reach < 0 ? lo : hi) += reach;
+  }
+  const auto base = reinterpret_cast<std::uintptr_t>(view.data);
+  return {base + static_cast<std::uintptr_t>(lo * index_t(sizeof(T))),
+          base + static_cast<std::uintptr_t>((hi + 1) * index_t(sizeof(T)))};
+}
+
+/// A view's extents are non-negative, heads and head_dim are at least 1, and data is there.
+template <class T>
+void check_view(const char* fn, const char* name, const TensorView<T>& view) {
+  for (int i = 0; i < 4; ++i)
+    if (view.shape[i] < 0 || view.shape[i] > max_position)
+      fail(fn, std::string(name) + " has an invalid extent: shape " + shape_string(view.shape));
+  if (view.heads() < 1 || view.head_dim() < 1)
+    fail(fn, std::string(name) + " needs at least one head and head_dim >= 1, shape " +
+                 shape_string(view.shape));
+  if (view.size() > 0 && view.data == nullptr)
+    fail(fn, std::string(name) + " is null but has shape " + shape_string(view.shape));
+}
+
+/// No two elements of an output view share an address (else threads would race and results
+/// would be overwritten): sorted by stride, each stride must step past everything below it.
+template <class T>
+void check_distinct_elements(const char* fn, const char* name, const TensorView<T>& view) {
+  if (view.size() == 0) return;
+  std::array<int, 4> order{0, 1, 2, 3};
+  auto magnitude = [&](int i) { return view.strides[i] < 0 ? -view.strides[i] : view.strides[i]; };
+  std::sort(order.begin(), order.end(), [&](int a, int b) { return magnitude(a) < magnitude(b); });
+  index_t covered = 0;  // largest offset reachable using the smaller-stride dimensions
+  for (int i : order) {
+    if (view.shape[i] == 1) continue;
+    if (magnitude(i) <= covered)
+      fail(fn, std::string(name) + " has overlapping elements: shape " +
+                   shape_string(view.shape) + ", strides " + shape_string(view.strides));
+    covered += magnitude(i) * (view.shape[i] - 1);
+  }
+}
+
+/// Params that fit a call with this batch, query heads and key count.
+inline void check_params(const char* fn, const Params& params, index_t batch, index_t heads,
+                         index_t seq_k) {
+  const auto ns = static_cast<index_t>(params.slopes.size());
+  if (ns != 0 && ns != heads && ns != batch * heads)
+    fail(fn, "params.slopes has " + std::to_string(ns) + " values but there are " +
+                 std::to_string(heads) + " query heads and batch " + std::to_string(batch) +
+                 ", so it needs " + std::to_string(heads) + " or " +
+                 std::to_string(batch * heads) + " (or none)");
+  for (std::size_t i = 0; i < params.slopes.size(); ++i)
+    if (!std::isfinite(params.slopes[i]))
+      fail(fn, "params.slopes[" + std::to_string(i) + "] is not finite");
+  if (!(params.scale >= 0.0f) || !std::isfinite(params.scale))
+    fail(fn, "params.scale must be finite and >= 0 (0 means 1/sqrt(head_dim)), got " +
+                 std::to_string(params.scale));
+  if (params.window_left < -1 || params.window_right < -1)
+    fail(fn, "params.window_left and window_right must be >= -1, got (" +
+                 std::to_string(params.window_left) + ", " + std::to_string(params.window_right) +
+                 ")");
+  if (params.num_threads < 0)
+    fail(fn, "params.num_threads must be >= 0, got " + std::to_string(params.num_threads));
+  for (const auto* offset : {&params.query_offset, &params.key_offset})
+    if (*offset && (**offset < -max_position || **offset > max_position))
+      fail(fn, std::string(offset == &params.query_offset ? "params.query_offset"
+                                                          : "params.key_offset") +
+                   " is outside +-2^61: " + std::to_string(**offset));
+  if (!params.seqlens_k.empty()) {
+    if (static_cast<index_t>(params.seqlens_k.size()) != batch)
+      fail(fn, "params.seqlens_k has " + std::to_string(params.seqlens_k.size()) +
+                   " values but the batch is " + std::to_string(batch));
+    for (std::size_t b = 0; b < params.seqlens_k.size(); ++b)
+      if (params.seqlens_k[b] < 0 || params.seqlens_k[b] > seq_k)
+        fail(fn, "params.seqlens_k[" + std::to_string(b) + "] = " +
+                     std::to_string(params.seqlens_k[b]) + " is outside [0, " +
+                     std::to_string(seq_k) + "], the number of keys");
+  }
+}
+
+/// Validates a forward call and resolves its geometry.
+template <class T>
+Geometry validate_forward(const char* fn, const TensorView<const T>& q,
+                          const TensorView<const T>& k, const TensorView<const T>& v,
+                          const TensorView<T>& out, const Params& params, const float* lse) {
+  check_view(fn, "q", q);
+  check_view(fn, "k", k);
+  check_view(fn, "v", v);
+  check_view(fn, "out", out);
+  const std::string qs = shape_string(q.shape), ks = shape_string(k.shape),
+                    vs = shape_string(v.shape), os = shape_string(out.shape);
+  if (k.head_dim() != q.head_dim())
+    fail(fn, "k has head_dim " + std::to_string(k.head_dim()) + " but q has " +
+                 std::to_string(q.head_dim()) + " (q " + qs + ", k " + ks + ")");
+  if (k.batch() != q.batch())
+    fail(fn, "k has batch " + std::to_string(k.batch()) + " but q has " +
+                 std::to_string(q.batch()) + " (q " + qs + ", k " + ks + ")");
+  if (v.batch() != k.batch() || v.seq() != k.seq() || v.heads() != k.heads())
+    fail(fn, "v " + vs + " must match k " + ks + " in batch, seq and heads");
+  if (q.heads() % k.heads() != 0)
+    fail(fn, "k has " + std::to_string(k.heads()) + " kv heads but q's " +
+                 std::to_string(q.heads()) + " heads are not a multiple of it");
+  if (out.batch() != q.batch() || out.seq() != q.seq() || out.heads() != q.heads() ||
+      out.head_dim() != v.head_dim())
+    fail(fn, "out has shape " + os + " but q " + qs + " and v " + vs + " need [" +
+                 std::to_string(q.batch()) + ", " + std::to_string(q.seq()) + ", " +
+                 std::to_string(q.heads()) + ", " + std::to_string(v.head_dim()) + "]");
+
+  const index_t heads = q.heads(), batch = q.batch();
+  check_params(fn, params, batch, heads, k.seq());
+
+  check_distinct_elements(fn, "out", out);
+  const ByteSpan out_span = byte_span(fn, "out", out);
+  const ByteSpan inputs[] = {byte_span(fn, "q", q), byte_span(fn, "k", k), byte_span(fn, "v", v)};
+  const char* names[] = {"q", "k", "v"};
+  for (int i = 0; i < 3; ++i)
+    if (out_span.overlaps(inputs[i]))
+      fail(fn, std::string("out ") + os + " overlaps " + names[i] + " in memory");
+  if (lse != nullptr) {
+    const auto base = reinterpret_cast<std::uintptr_t>(lse);
+    const ByteSpan lse_span{base, base + static_cast<std::uintptr_t>(batch * heads * q.seq()) *
+                                             sizeof(float)};
+    if (lse_span.overlaps(out_span))
+      fail(fn, "lse [" + std::to_string(batch) + ", " + std::to_string(heads) + ", " +
+                   std::to_string(q.seq()) + "] overlaps out in memory");
+    for (int i = 0; i < 3; ++i)
+      if (lse_span.overlaps(inputs[i]))
+        fail(fn, std::string("lse overlaps ") + names[i] + " in memory");
+  }
+  return Geometry(batch, q.seq(), k.seq(), heads, k.heads(), q.head_dim(), v.head_dim(), params);
+}
+
+}  // namespace detail
+}  // namespace alibi
