@@ -78,10 +78,12 @@ class ForwardWorker {
       load_rows(k_, b, hk, t0, cols, k_block);
       load_rows(v_, b, hk, t0, cols, v_block);
       auto scores = scores_.topLeftCorner(rows, cols);
-      scores.noalias() = q_block * k_block.transpose();
+      // Coefficient-based products: Eigen's blocked GEMM would start OpenMP threads of its own
+      // for each tile when this worker is alone.
+      scores.noalias() = q_block.lazyProduct(k_block.transpose());
       add_bias_and_mask(scores, rows, cols, t0, slope);
       softmax_.update(scores, output);
-      output.noalias() += scores * v_block;
+      output.noalias() += scores.lazyProduct(v_block);
     }
 
     for (index_t r = 0; r < rows; ++r) {
