@@ -29,7 +29,11 @@ struct OnlineSoftmax {
       const Acc tile_max = scores.row(r).maxCoeff();
       const Acc new_max = tile_max > max[r] ? tile_max : max[r];
       const Acc shift = new_max == -std::numeric_limits<Acc>::infinity() ? Acc(0) : new_max;
-      scores.row(r) = (scores.row(r).array() - shift).exp().matrix();
+      // Masked logits are -inf; vectorised exp clamps its argument and would give them a tiny
+      // nonzero weight (enough to turn a masked NaN or inf value into a NaN output).
+      scores.row(r) = (scores.row(r).array() == -std::numeric_limits<Acc>::infinity())
+                          .select(Acc(0), (scores.row(r).array() - shift).exp())
+                          .matrix();
       const Acc rescale = std::exp(max[r] - shift);
       sum[r] = sum[r] * rescale + scores.row(r).sum();
       accumulator.row(r) *= rescale;
