@@ -17,8 +17,9 @@ int main(int argc, char** argv) {
   std::vector<char*> args(argv, argv + argc);
   std::string filter = headline_filter, min_time = "--benchmark_min_time=0.2";
   if (argc == 1) {
-    std::printf("alibi_bench headline: causal ALiBi attention, B = 1, H = 8, D = 64, float.\n"
-                "Run with --benchmark_filter=. for every case.\n\n");
+    std::printf(
+        "alibi_bench headline: causal ALiBi attention, B = 1, H = 8, D = 64, float.\n"
+        "Run with --benchmark_filter=. for every case.\n\n");
     args.push_back(&filter[0]);
     args.push_back(&min_time[0]);
   }

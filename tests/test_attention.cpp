@@ -103,8 +103,10 @@ TEST_CASE("fused matches the reference on random shapes straddling the tiles", "
     s.seq_k = pick(lengths);
     // Sq = 1, Sq < Sk and Sq = Sk all occur; Sq > Sk as well (leading rows empty when causal).
     const int relation = int(rng() % 4);
-    s.seq_q = relation == 0 ? 1 : relation == 1 ? 1 + index_t(rng() % s.seq_k)
-                                : relation == 2 ? s.seq_k : pick(lengths);
+    s.seq_q = relation == 0   ? 1
+              : relation == 1 ? 1 + index_t(rng() % s.seq_k)
+              : relation == 2 ? s.seq_k
+                              : pick(lengths);
     std::tie(s.heads_q, s.heads_kv) = pick(heads);
     s.head_dim = pick(dims);
     s.value_dim = rng() % 4 == 0 ? pick(dims) : s.head_dim;
@@ -112,10 +114,10 @@ TEST_CASE("fused matches the reference on random shapes straddling the tiles", "
     p.causal = rng() % 3 != 0;
     if (rng() % 4 == 0) p.window_left = index_t(rng() % 80);
     if (!p.causal && rng() % 4 == 0) p.window_right = index_t(rng() % 80);
-    INFO("iteration " << iteration << ": B " << s.batch << ", Sq " << s.seq_q << ", Sk "
-                      << s.seq_k << ", Hq " << s.heads_q << ", Hkv " << s.heads_kv << ", D "
-                      << s.head_dim << ", Dv " << s.value_dim << ", causal " << p.causal
-                      << ", window (" << p.window_left << ", " << p.window_right << ")");
+    INFO("iteration " << iteration << ": B " << s.batch << ", Sq " << s.seq_q << ", Sk " << s.seq_k
+                      << ", Hq " << s.heads_q << ", Hkv " << s.heads_kv << ", D " << s.head_dim
+                      << ", Dv " << s.value_dim << ", causal " << p.causal << ", window ("
+                      << p.window_left << ", " << p.window_right << ")");
     check_case<float>(s, p, 1000 + std::uint32_t(iteration) * 7, float_tolerance, 1.0f);
   }
 }
@@ -197,8 +199,8 @@ TEST_CASE("strided and reversed views give the contiguous result", "[attention]"
     for (index_t i = 0; i < Sq; ++i)
       for (index_t h = 0; h < H; ++h) {
         for (index_t d = 0; d < D; ++d)
-          REQUIRE(os(b, i, h, d) == Approx(expected[std::size_t(((b * Sq + i) * H + h) * D + d)])
-                                        .margin(1e-6));
+          REQUIRE(os(b, i, h, d) ==
+                  Approx(expected[std::size_t(((b * Sq + i) * H + h) * D + d)]).margin(1e-6));
         for (index_t d = D; d < out_row; ++d)  // padding untouched
           REQUIRE(out_padded[std::size_t(((b * H + h) * Sq + i) * out_row + d)] == 99.0f);
       }

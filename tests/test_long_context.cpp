@@ -121,3 +121,26 @@ TEST_CASE("far keys beyond the float round-off distance leave the output unchang
   const std::vector<float> flat_alone = with_prefix(0, 0.0f), flat = with_prefix(10000, 0.0f);
   CHECK(std::fabs(flat[0] - flat_alone[0]) > 0.1f);
 }
+
+TEST_CASE("the largest accepted offsets attend every key", "[long]") {
+  // Offsets of +-2^59 put the keys 2^60 behind the query: with slope 2^-62 the bias is -0.25 and
+  // finite; position arithmetic with the unbounded window must not overflow and mask the keys.
+  const index_t big = index_t(1) << 59;
+  const Shape s{1, 1, 3, 1, 1, 2, 2};
+  alibi::Params p;
+  p.causal = false;
+  p.slopes = {std::ldexp(1.0f, -62)};
+  p.query_offset = big;
+  p.key_offset = -big;
+  const std::vector<float> q{1, 0}, k{1, 0, 0, 1, 1, 1}, v{1, 2, 3, 4, 5, 6};
+  std::vector<float> out(2), ref(2);
+  float lse = 0;
+  alibi::attention(q_view(s, q.data()), k_view(s, k.data()), v_view(s, v.data()),
+                   out_view(s, out.data()), p, &lse);
+  alibi::reference::attention(q_view(s, q.data()), k_view(s, k.data()), v_view(s, v.data()),
+                              out_view(s, ref.data()), p);
+  CHECK(std::isfinite(lse));
+  CHECK(out[0] == Approx(ref[0]).epsilon(1e-6));
+  CHECK(out[1] == Approx(ref[1]).epsilon(1e-6));
+  CHECK(out[0] > 1.5f);  // an average of 1, 3, 5, not the 0 of an empty row
+}

@@ -57,8 +57,8 @@ TEST_CASE("reference: a closed form with zero keys", "[reference]") {
                               out_view(s, out.data()), p, &lse);
   const double r = std::exp(-0.25), rn = std::pow(r, double(n));
   const double sum = (1 - rn) / (1 - r);
-  const double weighted = r * (1 - double(n) * std::pow(r, double(n - 1)) + double(n - 1) * rn) /
-                          ((1 - r) * (1 - r));
+  const double weighted =
+      r * (1 - double(n) * std::pow(r, double(n - 1)) + double(n - 1) * rn) / ((1 - r) * (1 - r));
   CHECK(out[0] == Approx(weighted / sum).epsilon(1e-13));
   CHECK(double(lse) == Approx(std::log(sum)).epsilon(1e-7));
 }

@@ -57,12 +57,12 @@ Expected oracle(const Shape& s, const std::vector<T>& q, const std::vector<T>& k
   for (index_t b = 0; b < s.batch; ++b) {
     const index_t valid = params.seqlens_k.empty() ? s.seq_k : params.seqlens_k[b];
     for (index_t h = 0; h < s.heads_q; ++h) {
-      const double m = slopes.size() == std::size_t(s.heads_q) ? slopes[h]
-                                                                 : slopes[b * s.heads_q + h];
+      const double m =
+          slopes.size() == std::size_t(s.heads_q) ? slopes[h] : slopes[b * s.heads_q + h];
       const index_t hk = h / group;
       for (index_t i = 0; i < s.seq_q; ++i) {
-        const index_t p = params.query_offset ? *params.query_offset + i
-                                              : key_offset + valid - s.seq_q + i;
+        const index_t p =
+            params.query_offset ? *params.query_offset + i : key_offset + valid - s.seq_q + i;
         std::vector<double> logit;
         std::vector<index_t> keys;
         for (index_t t = 0; t < valid; ++t) {
@@ -153,8 +153,9 @@ inline std::vector<Case> semantic_cases() {
   });
   add("queries before every key: all rows empty", {1, 10, 20, 2, 2, 8, 8},
       [](alibi::Params& p) { p.query_offset = -50; });
-  add("ragged batch seqlens_k", {3, 12, 60, 2, 2, 8, 8},
-      [](alibi::Params& p) { p.seqlens_k = {60, 17, 0}; });
+  add("ragged batch seqlens_k", {3, 12, 60, 2, 2, 8, 8}, [](alibi::Params& p) {
+    p.seqlens_k = {60, 17, 0};
+  });
   add("seqlens_k with windows, bidirectional", {2, 30, 60, 2, 1, 8, 8}, [](alibi::Params& p) {
     p.causal = false;
     p.seqlens_k = {33, 60};

@@ -24,8 +24,10 @@ namespace alibi {
 /// params do not fit.
 ///
 ///     std::vector<float> q(B * S * H * D), k = q, v = q, out(q.size());
-///     alibi::attention(alibi::make_view(q.data(), B, S, H, D), alibi::make_view(k.data(), B, S, H, D),
-///                      alibi::make_view(v.data(), B, S, H, D), alibi::make_view(out.data(), B, S, H, D));
+///     alibi::attention(alibi::make_view(q.data(), B, S, H, D), alibi::make_view(k.data(), B, S, H,
+///     D),
+///                      alibi::make_view(v.data(), B, S, H, D), alibi::make_view(out.data(), B, S,
+///                      H, D));
 template <class T>
 void attention(TensorView<const detail::nondeduced<T>> q, TensorView<const detail::nondeduced<T>> k,
                TensorView<const detail::nondeduced<T>> v, TensorView<T> out,

@@ -18,10 +18,15 @@ using BiasMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::R
 namespace detail {
 inline Geometry bias_geometry(const char* fn, index_t batch, index_t heads, index_t seq_q,
                               index_t seq_k, const Params& params) {
+  const std::string sizes = "batch " + std::to_string(batch) + ", heads " + std::to_string(heads) +
+                            ", seq_q " + std::to_string(seq_q) + ", seq_k " + std::to_string(seq_k);
   if (batch < 0 || heads < 1 || seq_q < 0 || seq_k < 0)
-    fail(fn, "needs batch >= 0, heads >= 1, seq_q >= 0 and seq_k >= 0, got batch " +
-                 std::to_string(batch) + ", heads " + std::to_string(heads) + ", seq_q " +
-                 std::to_string(seq_q) + ", seq_k " + std::to_string(seq_k));
+    fail(fn, "needs batch >= 0, heads >= 1, seq_q >= 0 and seq_k >= 0, got " + sizes);
+  index_t elements = 1;
+  for (index_t n : {batch, heads, seq_q, seq_k})
+    if (n > max_position || __builtin_mul_overflow(elements, n, &elements) ||
+        elements > max_elements)
+      fail(fn, "a bias of " + sizes + " has more elements than memory can hold");
   check_params(fn, params, batch, heads, seq_k);
   return Geometry(batch, seq_q, seq_k, heads, heads, /*head_dim=*/1, /*value_dim=*/1, params);
 }
@@ -70,7 +75,8 @@ inline BiasMatrix bias_matrix(float slope, index_t seq_q, index_t seq_k, const P
   const char* fn = "alibi::bias_matrix";
   Params single = params;
   single.slopes = {slope};
-  const index_t batch = params.seqlens_k.empty() ? 1 : static_cast<index_t>(params.seqlens_k.size());
+  const index_t batch =
+      params.seqlens_k.empty() ? 1 : static_cast<index_t>(params.seqlens_k.size());
   if (batch_row < 0 || batch_row >= batch)
     detail::fail(fn, "batch_row " + std::to_string(batch_row) + " is outside [0, " +
                          std::to_string(batch) + ")");

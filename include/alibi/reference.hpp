@@ -52,7 +52,8 @@ void attention(TensorView<const detail::nondeduced<T>> q, TensorView<const detai
             if (logits[t] == minus_inf) continue;
             const double w = std::exp(logits[t] - max);
             sum += w;
-            for (index_t d = 0; d < g.value_dim; ++d) row[d] += w * double(v(b, t, g.kv_head(h), d));
+            for (index_t d = 0; d < g.value_dim; ++d)
+              row[d] += w * double(v(b, t, g.kv_head(h), d));
           }
         }
         for (index_t d = 0; d < g.value_dim; ++d)

@@ -20,18 +20,18 @@ inline float slope(int head, int num_heads, float max_bias = 8.0f) {
     throw std::invalid_argument("alibi::slope: num_heads must be >= 1, got " +
                                 std::to_string(num_heads));
   if (head < 0 || head >= num_heads)
-    throw std::invalid_argument("alibi::slope: head " + std::to_string(head) +
-                                " is outside [0, " + std::to_string(num_heads) + ")");
+    throw std::invalid_argument("alibi::slope: head " + std::to_string(head) + " is outside [0, " +
+                                std::to_string(num_heads) + ")");
   if (!std::isfinite(max_bias))
     throw std::invalid_argument("alibi::slope: max_bias must be finite");
   int closest_power = 1;
   while (closest_power * 2 <= num_heads) closest_power *= 2;
   // Exponents are exact small rationals; exp2 in double is correctly rounded enough that the final
   // float rounding dominates.
-  const double exponent = head < closest_power
-                              ? double(max_bias) * (head + 1) / closest_power
-                              : double(max_bias) * (2 * (head - closest_power) + 1) /
-                                    (2.0 * closest_power);
+  const double exponent =
+      head < closest_power
+          ? double(max_bias) * (head + 1) / closest_power
+          : double(max_bias) * (2 * (head - closest_power) + 1) / (2.0 * closest_power);
   return static_cast<float>(std::exp2(-exponent));
 }
 

@@ -37,8 +37,8 @@ struct TensorView {
     return row(b, s, h)[d * strides[3]];
   }
 
-  template <class U, class = std::enable_if_t<std::is_same<const U, T>::value &&
-                                              !std::is_same<U, T>::value>>
+  template <class U,
+            class = std::enable_if_t<std::is_same<const U, T>::value && !std::is_same<U, T>::value>>
   TensorView(const TensorView<U>& other)  // NOLINT: implicit, like T* -> const T*
       : data(other.data), shape(other.shape), strides(other.strides) {}
   TensorView() = default;
@@ -49,9 +49,8 @@ struct TensorView {
 /// Contiguous BSHD view: `make_view(ptr, B, S, H, D)` over `B * S * H * D` elements.
 template <class T>
 TensorView<T> make_view(T* data, index_t batch, index_t seq, index_t heads, index_t head_dim) {
-  return {data,
-          {batch, seq, heads, head_dim},
-          {seq * heads * head_dim, heads * head_dim, head_dim, 1}};
+  return {
+      data, {batch, seq, heads, head_dim}, {seq * heads * head_dim, heads * head_dim, head_dim, 1}};
 }
 
 /// Strided view with explicit strides in elements. For a packed QKV buffer laid out

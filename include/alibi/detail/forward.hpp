@@ -41,9 +41,19 @@ class ForwardWorker {
  public:
   ForwardWorker(const Geometry& g, TensorView<const T> q, TensorView<const T> k,
                 TensorView<const T> v, TensorView<T> out, float* lse)
-      : g_(g), q_(q), k_(k), v_(v), out_(out), lse_(lse),
-        q_tile_(QB, g.head_dim), k_tile_(KB, g.head_dim), v_tile_(KB, g.value_dim),
-        scores_(QB, KB), output_(QB, g.value_dim), positions_(QB), ranges_(QB) {}
+      : g_(g),
+        q_(q),
+        k_(k),
+        v_(v),
+        out_(out),
+        lse_(lse),
+        q_tile_(QB, g.head_dim),
+        k_tile_(KB, g.head_dim),
+        v_tile_(KB, g.value_dim),
+        scores_(QB, KB),
+        output_(QB, g.value_dim),
+        positions_(QB),
+        ranges_(QB) {}
 
   /// Task = ((b * heads_q) + h) * query_blocks + query block.
   void operator()(index_t task) {
@@ -112,8 +122,8 @@ class ForwardWorker {
         if (t < range.begin || t >= range.end) {
           scores(r, c) = minus_inf;
         } else {
-          const index_t distance = p >= g_.key_position(t) ? p - g_.key_position(t)
-                                                            : g_.key_position(t) - p;
+          const index_t distance =
+              p >= g_.key_position(t) ? p - g_.key_position(t) : g_.key_position(t) - p;
           scores(r, c) -= slope * static_cast<Acc>(distance);
         }
       }
@@ -132,9 +142,10 @@ class ForwardWorker {
 
 /// Runs the fused forward over all (batch, head, query block) tasks.
 template <class T>
-void forward(const Geometry& g, TensorView<const T> q, TensorView<const T> k,
-             TensorView<const T> v, TensorView<T> out, float* lse, int num_threads) {
-  const index_t query_blocks = (g.seq_q + kernel_traits::query_block - 1) / kernel_traits::query_block;
+void forward(const Geometry& g, TensorView<const T> q, TensorView<const T> k, TensorView<const T> v,
+             TensorView<T> out, float* lse, int num_threads) {
+  const index_t query_blocks =
+      (g.seq_q + kernel_traits::query_block - 1) / kernel_traits::query_block;
   parallel_tasks(g.batch * g.heads_q * query_blocks, num_threads,
                  [&] { return ForwardWorker<T>(g, q, k, v, out, lse); });
 }

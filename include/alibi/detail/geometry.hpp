@@ -24,8 +24,7 @@ struct KeyRange {
 constexpr index_t unbounded_window = index_t(1) << 62;
 
 struct Geometry {
-  index_t batch = 0, seq_q = 0, seq_k = 0, heads_q = 0, heads_kv = 0, head_dim = 0,
-          value_dim = 0;
+  index_t batch = 0, seq_q = 0, seq_k = 0, heads_q = 0, heads_kv = 0, head_dim = 0, value_dim = 0;
   float scale = 1.0f;
   bool causal = true;
   index_t window_left = unbounded_window, window_right = unbounded_window;
@@ -36,8 +35,13 @@ struct Geometry {
 
   Geometry(index_t batch_, index_t seq_q_, index_t seq_k_, index_t heads_q_, index_t heads_kv_,
            index_t head_dim_, index_t value_dim_, const Params& p)
-      : batch(batch_), seq_q(seq_q_), seq_k(seq_k_), heads_q(heads_q_), heads_kv(heads_kv_),
-        head_dim(head_dim_), value_dim(value_dim_),
+      : batch(batch_),
+        seq_q(seq_q_),
+        seq_k(seq_k_),
+        heads_q(heads_q_),
+        heads_kv(heads_kv_),
+        head_dim(head_dim_),
+        value_dim(value_dim_),
         scale(p.scale != 0.0f ? p.scale : 1.0f / std::sqrt(static_cast<float>(head_dim_))),
         causal(p.causal),
         window_left(p.window_left < 0 ? unbounded_window
@@ -45,7 +49,9 @@ struct Geometry {
         window_right(p.window_right < 0 ? unbounded_window
                                         : std::min(p.window_right, unbounded_window)),
         slopes(p.slopes.empty() ? alibi::slopes(static_cast<int>(heads_q_)) : p.slopes),
-        seqlens_k(p.seqlens_k), query_offset(p.query_offset), key_offset(p.key_offset.value_or(0)) {}
+        seqlens_k(p.seqlens_k),
+        query_offset(p.query_offset),
+        key_offset(p.key_offset.value_or(0)) {}
 
   /// Number of valid keys in batch row b.
   index_t valid_keys(index_t b) const { return seqlens_k.empty() ? seq_k : seqlens_k[b]; }
@@ -56,8 +62,7 @@ struct Geometry {
   /// Absolute position of key t.
   index_t key_position(index_t t) const { return key_offset + t; }
   float slope(index_t b, index_t h) const {
-    return slopes.size() == static_cast<std::size_t>(heads_q) ? slopes[h]
-                                                               : slopes[b * heads_q + h];
+    return slopes.size() == static_cast<std::size_t>(heads_q) ? slopes[h] : slopes[b * heads_q + h];
   }
   index_t kv_head(index_t h) const { return h / (heads_q / heads_kv); }
 

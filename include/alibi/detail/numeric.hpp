@@ -10,10 +10,10 @@ namespace alibi {
 namespace detail {
 
 template <class T>
-struct is_element
-    : std::integral_constant<bool, std::is_same<T, float>::value || std::is_same<T, double>::value ||
-                                       std::is_same<T, Eigen::half>::value ||
-                                       std::is_same<T, Eigen::bfloat16>::value> {};
+struct is_element : std::integral_constant<bool, std::is_same<T, float>::value ||
+                                                     std::is_same<T, double>::value ||
+                                                     std::is_same<T, Eigen::half>::value ||
+                                                     std::is_same<T, Eigen::bfloat16>::value> {};
 
 /// The type every product and sum of a call with storage T is computed in.
 template <class T>

@@ -7,6 +7,7 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <stdexcept>
 #include <string>
 
@@ -15,8 +16,11 @@
 namespace alibi {
 namespace detail {
 
-/// Positions and offsets beyond this could overflow int64 sums of a position and a window.
-constexpr index_t max_position = index_t(1) << 61;
+/// Offsets (and extents) are at most 2^59 in magnitude: positions then stay within 2^60, and a
+/// position plus an unbounded window (2^62) minus an offset stays inside int64.
+constexpr index_t max_position = index_t(1) << 59;
+/// Views beyond this many elements (2^59) cannot exist in memory.
+constexpr index_t max_elements = index_t(1) << 59;
 
 inline std::string shape_string(const std::array<index_t, 4>& s) {
   return "[" + std::to_string(s[0]) + ", " + std::to_string(s[1]) + ", " + std::to_string(s[2]) +
@@ -27,38 +31,62 @@ inline std::string shape_string(const std::array<index_t, 4>& s) {
   throw std::invalid_argument(std::string(fn) + ": " + what);
 }
 
-/// Byte addresses [lo, hi) that a view can touch; empty for an empty view.
-struct ByteSpan {
-  std::uintptr_t lo = 0, hi = 0;
-  bool overlaps(const ByteSpan& o) const { return lo < o.hi && o.lo < hi; }
-};
-
+/// Element offsets [lo, hi] that a non-empty view reaches from its data pointer. Fails when
+/// they overflow or reach further than any memory (2^59 elements), so that byte addresses and
+/// every sum of strides below stay inside int64.
 template <class T>
-ByteSpan byte_span(const char* fn, const char* name, const TensorView<T>& view) {
-  if (view.size() == 0) return {};
-  index_t lo = 0, hi = 0;
+std::array<index_t, 2> element_reach(const char* fn, const char* name, const TensorView<T>& view) {
+  std::array<index_t, 2> reach{0, 0};
   for (int i = 0; i < 4; ++i) {
-    index_t reach = 0;
-    if (__builtin_mul_overflow(view.strides[i], view.shape[i] - 1, &reach))
-      fail(fn, std::string(name) + " strides overflow with shape " + shape_string(view.shape));
-    (reach < 0 ? lo : hi) += reach;
+    if (view.shape[i] <= 1) continue;  // a dimension of one element never uses its stride
+    index_t step = 0;
+    index_t& end = view.strides[i] < 0 ? reach[0] : reach[1];
+    if (__builtin_mul_overflow(view.strides[i], view.shape[i] - 1, &step) ||
+        __builtin_add_overflow(end, step, &end) || end < -max_elements || end > max_elements)
+      fail(fn, std::string(name) + " strides overflow with shape " + shape_string(view.shape) +
+                   ", strides " + shape_string(view.strides));
   }
-  const auto base = reinterpret_cast<std::uintptr_t>(view.data);
-  return {base + static_cast<std::uintptr_t>(lo * index_t(sizeof(T))),
-          base + static_cast<std::uintptr_t>((hi + 1) * index_t(sizeof(T)))};
+  return reach;
 }
 
-/// A view's extents are non-negative, heads and head_dim are at least 1, and data is there.
+/// A view's extents are non-negative, heads and head_dim are at least 1, data is there, and its
+/// strides stay inside memory.
 template <class T>
 void check_view(const char* fn, const char* name, const TensorView<T>& view) {
   for (int i = 0; i < 4; ++i)
     if (view.shape[i] < 0 || view.shape[i] > max_position)
       fail(fn, std::string(name) + " has an invalid extent: shape " + shape_string(view.shape));
+  // More elements than any memory holds; also keeps every element and byte count inside int64.
+  index_t elements = 1;
+  for (int i = 0; i < 4; ++i)
+    if (__builtin_mul_overflow(elements, view.shape[i], &elements) || elements > max_elements)
+      fail(fn, std::string(name) + " has more elements than memory can hold: shape " +
+                   shape_string(view.shape));
   if (view.heads() < 1 || view.head_dim() < 1)
     fail(fn, std::string(name) + " needs at least one head and head_dim >= 1, shape " +
                  shape_string(view.shape));
   if (view.size() > 0 && view.data == nullptr)
     fail(fn, std::string(name) + " is null but has shape " + shape_string(view.shape));
+  if (view.size() > 0) element_reach(fn, name, view);
+}
+
+/// Byte addresses [lo, hi) that a view can touch; empty for an empty view.
+struct ByteSpan {
+  std::uintptr_t lo = 0, hi = 0;
+  bool overlaps(const ByteSpan& o) const {
+    return lo < hi && o.lo < o.hi && lo < o.hi && o.lo < hi;
+  }
+};
+
+/// The bytes of a view that check_view accepted.
+template <class T>
+ByteSpan byte_span(const char* fn, const char* name, const TensorView<T>& view) {
+  if (view.size() == 0) return {};
+  const std::array<index_t, 2> reach = element_reach(fn, name, view);
+  const auto base = reinterpret_cast<std::uintptr_t>(view.data);
+  const auto size = static_cast<std::uintptr_t>(sizeof(T));
+  return {base - static_cast<std::uintptr_t>(-reach[0]) * size,
+          base + static_cast<std::uintptr_t>(reach[1] + 1) * size};
 }
 
 /// No two elements of an output view share an address (else threads would race and results
@@ -67,14 +95,17 @@ template <class T>
 void check_distinct_elements(const char* fn, const char* name, const TensorView<T>& view) {
   if (view.size() == 0) return;
   std::array<int, 4> order{0, 1, 2, 3};
-  auto magnitude = [&](int i) { return view.strides[i] < 0 ? -view.strides[i] : view.strides[i]; };
+  // check_view bounded every used stride by 2^59; unused ones (extent 1) are never read.
+  auto magnitude = [&](int i) {
+    return view.shape[i] == 1 ? 0 : view.strides[i] < 0 ? -view.strides[i] : view.strides[i];
+  };
   std::sort(order.begin(), order.end(), [&](int a, int b) { return magnitude(a) < magnitude(b); });
   index_t covered = 0;  // largest offset reachable using the smaller-stride dimensions
   for (int i : order) {
     if (view.shape[i] == 1) continue;
     if (magnitude(i) <= covered)
-      fail(fn, std::string(name) + " has overlapping elements: shape " +
-                   shape_string(view.shape) + ", strides " + shape_string(view.strides));
+      fail(fn, std::string(name) + " has overlapping elements: shape " + shape_string(view.shape) +
+                   ", strides " + shape_string(view.strides));
     covered += magnitude(i) * (view.shape[i] - 1);
   }
 }
@@ -83,11 +114,14 @@ void check_distinct_elements(const char* fn, const char* name, const TensorView<
 inline void check_params(const char* fn, const Params& params, index_t batch, index_t heads,
                          index_t seq_k) {
   const auto ns = static_cast<index_t>(params.slopes.size());
+  if (ns == 0 && heads > std::numeric_limits<int>::max())
+    fail(fn, "default slopes need at most 2^31 - 1 heads, got " + std::to_string(heads) +
+                 "; pass params.slopes");
   if (ns != 0 && ns != heads && ns != batch * heads)
     fail(fn, "params.slopes has " + std::to_string(ns) + " values but there are " +
                  std::to_string(heads) + " query heads and batch " + std::to_string(batch) +
-                 ", so it needs " + std::to_string(heads) + " or " +
-                 std::to_string(batch * heads) + " (or none)");
+                 ", so it needs " + std::to_string(heads) + " or " + std::to_string(batch * heads) +
+                 " (or none)");
   for (std::size_t i = 0; i < params.slopes.size(); ++i)
     if (!std::isfinite(params.slopes[i]))
       fail(fn, "params.slopes[" + std::to_string(i) + "] is not finite");
@@ -104,15 +138,15 @@ inline void check_params(const char* fn, const Params& params, index_t batch, in
     if (*offset && (**offset < -max_position || **offset > max_position))
       fail(fn, std::string(offset == &params.query_offset ? "params.query_offset"
                                                           : "params.key_offset") +
-                   " is outside +-2^61: " + std::to_string(**offset));
+                   " is outside +-2^59: " + std::to_string(**offset));
   if (!params.seqlens_k.empty()) {
     if (static_cast<index_t>(params.seqlens_k.size()) != batch)
       fail(fn, "params.seqlens_k has " + std::to_string(params.seqlens_k.size()) +
                    " values but the batch is " + std::to_string(batch));
     for (std::size_t b = 0; b < params.seqlens_k.size(); ++b)
       if (params.seqlens_k[b] < 0 || params.seqlens_k[b] > seq_k)
-        fail(fn, "params.seqlens_k[" + std::to_string(b) + "] = " +
-                     std::to_string(params.seqlens_k[b]) + " is outside [0, " +
+        fail(fn, "params.seqlens_k[" + std::to_string(b) +
+                     "] = " + std::to_string(params.seqlens_k[b]) + " is outside [0, " +
                      std::to_string(seq_k) + "], the number of keys");
   }
 }
@@ -157,8 +191,8 @@ Geometry validate_forward(const char* fn, const TensorView<const T>& q,
       fail(fn, std::string("out ") + os + " overlaps " + names[i] + " in memory");
   if (lse != nullptr) {
     const auto base = reinterpret_cast<std::uintptr_t>(lse);
-    const ByteSpan lse_span{base, base + static_cast<std::uintptr_t>(batch * heads * q.seq()) *
-                                             sizeof(float)};
+    const ByteSpan lse_span{
+        base, base + static_cast<std::uintptr_t>(batch * heads * q.seq()) * sizeof(float)};
     if (lse_span.overlaps(out_span))
       fail(fn, "lse [" + std::to_string(batch) + ", " + std::to_string(heads) + ", " +
                    std::to_string(q.seq()) + "] overlaps out in memory");
