@@ -90,8 +90,8 @@ TEST_CASE("fused in double matches the float64 oracle", "[attention]") {
 }
 
 TEST_CASE("fused matches the reference on random shapes straddling the tiles", "[attention]") {
-  constexpr index_t QB = alibi::detail::kernel_traits::query_block;
-  constexpr index_t KB = alibi::detail::kernel_traits::key_block;
+  constexpr index_t QB = alibi::detail::kernel_traits<float>::query_rows;
+  constexpr index_t KB = alibi::detail::kernel_traits<float>::key_block;
   const std::vector<index_t> lengths{1, 2, QB - 1, QB, QB + 1, KB - 1, KB, KB + 1, 2 * KB + 1};
   const std::vector<index_t> dims{1, 2, 3, 8, 31, 64, 65, 128, 200, 256};
   const std::vector<std::pair<index_t, index_t>> heads{{1, 1}, {2, 1}, {4, 2}, {3, 3}};
