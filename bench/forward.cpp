@@ -1,75 +1,135 @@
-// Forward attention: the fused kernel against the materialised reference.
-#include <alibi/alibi.hpp>
+// Forward attention: the fused kernel, the materialised Eigen attention a user would write by
+// hand, and the float64 reference, on the same problems.
+#include <Eigen/Core>
 
-#include <benchmark/benchmark.h>
+#include <cmath>
+#include <limits>
 
-#include <random>
-#include <string>
-#include <vector>
+#include "support.hpp"
 
+namespace alibi_bench {
 namespace {
 
-/// One benchmark problem: [1, S, H, D] self-attention with its buffers.
-template <class T>
-struct Problem {
-  alibi::index_t seq, heads, head_dim;
-  std::vector<T> q, k, v, out;
-
-  Problem(alibi::index_t s, alibi::index_t h, alibi::index_t d)
-      : seq(s), heads(h), head_dim(d), q(s * h * d), k(q.size()), v(q.size()), out(q.size()) {
-    std::mt19937 rng(7);
-    std::normal_distribution<float> normal;
-    for (auto* x : {&q, &k, &v})
-      for (T& e : *x) e = T(normal(rng));
+/// ALiBi attention written the obvious way with Eigen, one head at a time: S = Q Kᵀ (Eigen's
+/// GEMM), bias and mask, row softmax, O = P V. Scores live in an S x S matrix (counted as extra
+/// memory: it is allocated with operator new).
+void materialised_attention(Problem<float>& p, const std::vector<float>& slopes, bool causal) {
+  using Matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using Strided = Eigen::Map<const Matrix, 0, Eigen::OuterStride<>>;
+  using StridedOut = Eigen::Map<Matrix, 0, Eigen::OuterStride<>>;
+  const index_t s = p.seq, d = p.head_dim, group = p.heads / p.kv_heads;
+  std::vector<float> buffer(std::size_t(s * s));
+  Eigen::Map<Matrix> scores(buffer.data(), s, s);
+  const float scale = 1.0f / std::sqrt(float(d)),
+              minus_inf = -std::numeric_limits<float>::infinity();
+  for (index_t h = 0; h < p.heads; ++h) {
+    const index_t kv = h / group;
+    const Strided q(p.q.data() + h * d, s, d, Eigen::OuterStride<>(p.heads * d));
+    const Strided k(p.k.data() + kv * d, s, d, Eigen::OuterStride<>(p.kv_heads * d));
+    const Strided v(p.v.data() + kv * d, s, d, Eigen::OuterStride<>(p.kv_heads * d));
+    StridedOut out(p.out.data() + h * d, s, d, Eigen::OuterStride<>(p.heads * d));
+    scores.noalias() = q * k.transpose();
+    const float m = slopes[std::size_t(h)];
+    for (index_t i = 0; i < s; ++i)
+      for (index_t j = 0; j < s; ++j)
+        scores(i, j) =
+            causal && j > i ? minus_inf : scale * scores(i, j) - m * float(i > j ? i - j : j - i);
+    const Eigen::VectorXf max = scores.rowwise().maxCoeff();
+    scores = (scores.colwise() - max).array().exp().matrix();
+    const Eigen::VectorXf sum = scores.rowwise().sum();
+    out.noalias() = scores * v;
+    out = sum.cwiseInverse().asDiagonal() * out;
   }
-  alibi::TensorView<T> view(std::vector<T>& x) {
-    return alibi::make_view(x.data(), 1, seq, heads, head_dim);
-  }
-};
-
-/// Matmul FLOPs of attention: 2 products of 2 * S^2 * D * H, halved when causal.
-double attention_flops(double s, double h, double d, bool causal) {
-  return (causal ? 2.0 : 4.0) * s * s * d * h;
 }
 
-void set_counters(benchmark::State& state, double flops, double tokens) {
-  const auto n = static_cast<double>(state.iterations());
-  state.counters["FLOP/s"] = benchmark::Counter(flops * n, benchmark::Counter::kIsRate);
-  state.counters["tokens/s"] = benchmark::Counter(tokens * n, benchmark::Counter::kIsRate);
-}
+enum class Kernel { fused, materialised, reference };
 
-// Arguments: S, H, D, causal, threads.
-template <class T, bool Reference>
+// Arguments: S, H, Hkv, D, causal, threads.
+template <class T, Kernel kernel>
 void BM_forward(benchmark::State& state) {
-  Problem<T> p(state.range(0), state.range(1), state.range(2));
+  Problem<T> p(state.range(0), state.range(1), state.range(2), state.range(3));
   alibi::Params params;
-  params.causal = state.range(3) != 0;
-  params.num_threads = static_cast<int>(state.range(4));
+  params.causal = state.range(4) != 0;
+  const int threads = int(state.range(5));
+  params.num_threads = threads;
+  const std::vector<float> slopes = alibi::slopes(int(p.heads));
+  std::size_t extra = 0;
+  Stopwatch clock;
   for (auto _ : state) {
-    if (Reference)
-      alibi::reference::attention(p.view(p.q), p.view(p.k), p.view(p.v), p.view(p.out), params);
-    else
-      alibi::attention(p.view(p.q), p.view(p.k), p.view(p.v), p.view(p.out), params);
+    const std::size_t before = allocated_bytes();
+    reset_peak();
+    if constexpr (kernel == Kernel::fused) {
+      alibi::attention(p.queries(), p.keys(), p.values(), p.output(), params);
+    } else if constexpr (kernel == Kernel::materialised) {
+      Eigen::setNbThreads(threads);
+      materialised_attention(p, slopes, params.causal);
+    } else {
+      alibi::reference::attention(p.queries(), p.keys(), p.values(), p.output(), params);
+    }
+    extra = peak_allocated_bytes() - before;
     benchmark::DoNotOptimize(p.out.data());
     benchmark::ClobberMemory();
   }
-  set_counters(state, attention_flops(p.seq, p.heads, p.head_dim, params.causal), p.seq);
+  const double seconds = clock.seconds();
+  Eigen::setNbThreads(0);
+  report(state, attention_flops(double(p.seq), double(p.heads), double(p.head_dim), params.causal),
+         double(p.seq), seconds, threads, extra);
 }
 
-void forward_args(benchmark::internal::Benchmark* b) {
-  b->ArgNames({"S", "H", "D", "causal", "threads"})->UseRealTime()->Unit(benchmark::kMillisecond);
-  for (long s : {512, 2048})
-    for (long causal : {1, 0})
-      for (long threads : {1, 2}) b->Args({s, 8, 64, causal, threads});
+void names(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"S", "H", "Hkv", "D", "causal", "threads"})
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond);
 }
 
-void reference_args(benchmark::internal::Benchmark* b) {
-  b->ArgNames({"S", "H", "D", "causal", "threads"})->UseRealTime()->Unit(benchmark::kMillisecond);
-  b->Args({512, 8, 64, 1, 1});
+/// Prefill shapes: the S sweep the plot draws, then head counts, head dims, GQA, bidirectional.
+void prefill(benchmark::internal::Benchmark* b) {
+  names(b);
+  for (long s : {512, 1024, 2048, 4096, 8192, 16384})
+    for (long threads : {1, 2}) b->Args({s, 8, 8, 64, 1, threads});
+  for (long threads : {1, 2}) b->Args({2048, 8, 8, 64, 0, threads});
+  for (long s : {2048, 4096}) {
+    b->Args({s, 32, 32, 128, 1, 2});
+    b->Args({s, 32, 8, 128, 1, 2});
+    b->Args({s, 32, 32, 64, 1, 2});
+    b->Args({s, 32, 32, 128, 0, 2});
+  }
 }
 
-BENCHMARK_TEMPLATE(BM_forward, float, false)->Name("fused/float")->Apply(forward_args);
-BENCHMARK_TEMPLATE(BM_forward, Eigen::bfloat16, false)->Name("fused/bf16")->Apply(forward_args);
-BENCHMARK_TEMPLATE(BM_forward, float, true)->Name("reference/float")->Apply(reference_args);
+/// The same, but only as far as the S x S matrix stays reasonable for the materialised code.
+void materialised(benchmark::internal::Benchmark* b) {
+  names(b);
+  for (long s : {512, 1024, 2048, 4096, 8192})
+    for (long threads : {1, 2}) b->Args({s, 8, 8, 64, 1, threads});
+  for (long threads : {1, 2}) b->Args({2048, 8, 8, 64, 0, threads});
+  b->Args({4096, 32, 32, 128, 1, 2});
+}
+
+void bfloat16(benchmark::internal::Benchmark* b) {
+  names(b);
+  for (long threads : {1, 2}) b->Args({2048, 8, 8, 64, 1, threads});
+  b->Args({4096, 32, 8, 128, 1, 2});
+}
+
+void long_sequence(benchmark::internal::Benchmark* b) {
+  names(b);
+  b->Args({65536, 1, 1, 64, 1, 2})->Iterations(1);
+}
+
+void reference(benchmark::internal::Benchmark* b) {
+  names(b);
+  b->Args({512, 8, 8, 64, 1, 1});
+}
+
+BENCHMARK_TEMPLATE(BM_forward, float, Kernel::fused)->Name("fused/float")->Apply(prefill);
+BENCHMARK_TEMPLATE(BM_forward, Eigen::bfloat16, Kernel::fused)->Name("fused/bf16")->Apply(bfloat16);
+BENCHMARK_TEMPLATE(BM_forward, float, Kernel::fused)
+    ->Name("fused_long/float")
+    ->Apply(long_sequence);
+BENCHMARK_TEMPLATE(BM_forward, float, Kernel::materialised)
+    ->Name("materialised_eigen/float")
+    ->Apply(materialised);
+BENCHMARK_TEMPLATE(BM_forward, float, Kernel::reference)->Name("reference/float")->Apply(reference);
 
 }  // namespace
+}  // namespace alibi_bench

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 
 #include <Eigen/Core>
 
@@ -41,11 +42,24 @@ struct ForwardTasks {
     t.group = g.heads_q / g.heads_kv;
     t.positions = std::max<index_t>(1, Traits::query_rows / t.group);
     t.blocks = (g.seq_q + t.positions - 1) / t.positions;
-    t.rows = round_up(std::max<index_t>(Traits::query_rows, t.group), Traits::micro_rows);
+    t.rows = round_up(std::max<index_t>(Traits::query_rows, t.group),
+                      Traits::micro_packets * Traits::width);
     t.count = g.batch * g.heads_kv * t.blocks;
     return t;
   }
 };
+
+/// Copies n elements of a head vector (stride in elements) into Acc: where storage types and
+/// strides end. Contiguous rows convert with Eigen's vectorised casts.
+template <class T, class Acc>
+void load_vector(const T* src, index_t stride, index_t n, Acc* dst) {
+  if (stride == 1) {
+    Eigen::Map<Eigen::Array<Acc, 1, Eigen::Dynamic>>(dst, n) =
+        Eigen::Map<const Eigen::Array<T, 1, Eigen::Dynamic>>(src, n).template cast<Acc>();
+  } else {
+    for (index_t d = 0; d < n; ++d) dst[d] = Acc(src[d * stride]);
+  }
+}
 
 template <class T>
 class ForwardWorker {
@@ -54,13 +68,6 @@ class ForwardWorker {
   using Packet = typename Traits::Packet;
   static constexpr index_t W = Traits::width, KB = Traits::key_block;
   static constexpr int MR = Traits::micro_rows, NP = Traits::micro_packets;
-
-  /// One query row of a task: query `query` of head `head`, and its softmax state.
-  struct Row {
-    index_t query, head, position;
-    KeyRange keys;
-    Acc slope, max, sum;
-  };
 
  public:
   ForwardWorker(const Geometry& g, const ForwardTasks& tasks, TensorView<const T> q,
@@ -72,139 +79,219 @@ class ForwardWorker {
         v_(v),
         out_(out),
         lse_(lse),
+        stride_(tasks.rows),
         value_stride_(round_up(g.value_dim, W)),
-        queries_(std::size_t(tasks.rows * g.head_dim), Acc(0)),
-        keys_(std::size_t(g.head_dim * KB), Acc(0)),
+        queries_(std::size_t(g.head_dim * stride_), Acc(0)),
+        keys_(std::size_t(KB * g.head_dim), Acc(0)),
         values_(std::size_t(KB * value_stride_), Acc(0)),
-        scores_(std::size_t(tasks.rows * KB), Acc(0)),
-        output_(std::size_t(tasks.rows * value_stride_), Acc(0)),
-        rows_(std::size_t(tasks.rows)) {}
+        scores_(std::size_t(KB * stride_), Acc(0)),
+        output_(std::size_t(stride_ * value_stride_), Acc(0)),
+        distance_(std::size_t(stride_)),
+        minus_slope_(distance_.size()),
+        first_(distance_.size()),
+        last_(distance_.size()),
+        max_(distance_.size()),
+        sum_(distance_.size()),
+        factor_(distance_.size()),
+        queries_of_(distance_.size()),
+        heads_of_(distance_.size()),
+        positions_(distance_.size()),
+        keys_of_(distance_.size()),
+        edge_(std::size_t(stride_ / W)) {}
 
   void operator()(index_t task) {
-    // Heaviest first: under a causal mask the last query blocks attend the most keys, and the
-    // dynamic schedule then ends with short tasks.
-    const index_t pairs = g_.batch * g_.heads_kv;
-    const index_t block = tasks_.blocks - 1 - task / pairs;
-    const index_t b = (task % pairs) / g_.heads_kv, kv = task % g_.heads_kv;
+    // Consecutive tasks share a kv head, whose keys and values then stay in cache; within a head
+    // the heaviest come first (under a causal mask the last query blocks attend the most keys),
+    // so the dynamic schedule ends with short tasks.
+    const index_t pair = task / tasks_.blocks, block = tasks_.blocks - 1 - task % tasks_.blocks;
+    const index_t b = pair / g_.heads_kv, kv = pair % g_.heads_kv;
     const index_t i0 = block * tasks_.positions;
     const index_t n = std::min(tasks_.positions, g_.seq_q - i0);
-    const index_t rows = tasks_.group * n, padded_rows = round_up(rows, MR);
+    const index_t rows = tasks_.group * n;
+    const index_t row_packets = (rows + W - 1) / W, product_rows = round_up(rows, MR);
 
+    std::fill(queries_.begin(), queries_.end(), Acc(0));
+    std::fill(output_.begin(), output_.begin() + product_rows * value_stride_, Acc(0));
+    std::fill(max_.begin(), max_.end(), -std::numeric_limits<Acc>::infinity());
+    std::fill(sum_.begin(), sum_.end(), Acc(0));
     KeyRange span{std::numeric_limits<index_t>::max(), std::numeric_limits<index_t>::min()};
-    for (index_t r = 0; r < rows; ++r) {
-      Row& row = rows_[r];
-      row.head = kv * tasks_.group + r / n;
-      row.query = i0 + r % n;
-      row.position = g_.query_position(b, row.query);
-      row.keys = g_.allowed_keys(b, row.position);
-      row.slope = Acc(g_.slope(b, row.head));
-      row.max = -std::numeric_limits<Acc>::infinity();
-      row.sum = Acc(0);
-      load_query(b, row, queries_.data() + r * g_.head_dim);
-      if (row.keys.empty()) continue;
-      span.begin = std::min(span.begin, row.keys.begin);
-      span.end = std::max(span.end, row.keys.end);
+    for (index_t r = 0; r < stride_; ++r) {
+      if (r >= rows) {  // padding: no key allowed, zero weights, never written out
+        keys_of_[r] = KeyRange{};
+        minus_slope_[r] = Acc(0);
+        continue;
+      }
+      heads_of_[r] = kv * tasks_.group + r / n;
+      queries_of_[r] = i0 + r % n;
+      positions_[r] = g_.query_position(b, queries_of_[r]);
+      keys_of_[r] = g_.allowed_keys(b, positions_[r]);
+      minus_slope_[r] = -Acc(g_.slope(b, heads_of_[r]));
+      load_query(b, r);
+      if (keys_of_[r].empty()) continue;
+      span.begin = std::min(span.begin, keys_of_[r].begin);
+      span.end = std::max(span.end, keys_of_[r].end);
     }
-    // Padding rows compute harmless zeros that are never written out.
-    std::fill(queries_.begin() + rows * g_.head_dim, queries_.begin() + padded_rows * g_.head_dim,
-              Acc(0));
-    std::fill(output_.begin(), output_.begin() + padded_rows * value_stride_, Acc(0));
 
     for (index_t t0 = span.begin; t0 < span.end; t0 += KB) {
-      const index_t cols = std::min(KB, span.end - t0), packets = (cols + W - 1) / W;
-      pack_tile(b, kv, t0, cols);
-      tile_product<Packet, MR, NP, false>(queries_.data(), g_.head_dim, padded_rows, keys_.data(),
-                                          KB, g_.head_dim, packets, scores_.data(), KB);
-      for (index_t r = 0; r < rows; ++r) softmax_step(r, t0, cols, packets);
-      tile_product<Packet, MR, NP, true>(scores_.data(), KB, padded_rows, values_.data(),
-                                         value_stride_, cols, value_stride_ / W, output_.data(),
-                                         value_stride_);
+      const index_t cols = std::min(KB, span.end - t0);
+      const StridedOperand<Acc> keys = key_tile(b, kv, t0, cols);
+      const StridedOperand<Acc> values = value_tile(b, kv, t0, cols);
+      // scoresᵀ [keys x rows] = K Qᵀ: scale and bias are applied in softmax_step.
+      tile_product<Packet, MR, NP, false>(keys, round_up(cols, MR), queries_.data(), stride_,
+                                          g_.head_dim, row_packets, scores_.data(), stride_);
+      softmax_step(t0, cols, row_packets);
+      // output [rows x Dv] += P V, with P read out of the transposed scores.
+      tile_product<Packet, MR, NP, true>(StridedOperand<Acc>{scores_.data(), 1, stride_},
+                                         product_rows, values.data, values.row_stride, cols,
+                                         value_stride_ / W, output_.data(), value_stride_);
     }
 
-    for (index_t r = 0; r < rows; ++r) write_row(b, rows_[r], output_.data() + r * value_stride_);
+    for (index_t r = 0; r < rows; ++r) write_row(b, r);
   }
 
  private:
-  /// The query row, in Acc and already scaled: the bias is added after the scale, as in
-  /// FlashAttention.
-  void load_query(index_t b, const Row& row, Acc* dst) const {
-    const T* src = q_.row(b, row.query, row.head);
+  /// Row r of the query block into column r of Qᵀ, scaled: the bias is added after the scale,
+  /// as in FlashAttention.
+  void load_query(index_t b, index_t r) {
+    const T* src = q_.row(b, queries_of_[r], heads_of_[r]);
     const Acc scale = Acc(g_.scale);
-    for (index_t d = 0; d < g_.head_dim; ++d) dst[d] = Acc(src[d * q_.strides[3]]) * scale;
+    for (index_t d = 0; d < g_.head_dim; ++d)
+      queries_[d * stride_ + r] = Acc(src[d * q_.strides[3]]) * scale;
   }
 
-  /// Keys [t0, t0 + cols) of kv head `kv`, transposed to head_dim rows of KB keys, and their
-  /// values as cols rows of value_stride_: the storage type and strides end here.
-  void pack_tile(index_t b, index_t kv, index_t t0, index_t cols) {
-    for (index_t c = 0; c < cols; ++c) {
-      const T* key = k_.row(b, t0 + c, kv);
-      for (index_t d = 0; d < g_.head_dim; ++d) keys_[d * KB + c] = Acc(key[d * k_.strides[3]]);
-      const T* value = v_.row(b, t0 + c, kv);
-      Acc* dst = values_.data() + c * value_stride_;
-      for (index_t d = 0; d < g_.value_dim; ++d) dst[d] = Acc(value[d * v_.strides[3]]);
-    }
+  /// Keys [t0, t0 + cols) of kv head `kv` as rows: read in place when they already are rows of
+  /// Acc and the micro-tiles stay inside them, else copied (converted, gathered) into scratch.
+  StridedOperand<Acc> key_tile(index_t b, index_t kv, index_t t0, index_t cols) {
+    if (std::is_same<T, Acc>::value && k_.strides[3] == 1 && cols % MR == 0)
+      return {reinterpret_cast<const Acc*>(k_.row(b, t0, kv)), k_.strides[1], 1};
+    for (index_t c = 0; c < cols; ++c)
+      load_vector(k_.row(b, t0 + c, kv), k_.strides[3], g_.head_dim,
+                  keys_.data() + c * g_.head_dim);
+    return {keys_.data(), g_.head_dim, 1};
   }
 
-  /// Turns row r's scores over keys [t0, t0 + cols) into softmax weights against the running
-  /// max: bias, mask, max, exp, sum; rescales the row's output when the max grows.
-  void softmax_step(index_t r, index_t t0, index_t cols, index_t packets) {
+  /// Values [t0, t0 + cols) as rows of whole packets (row_stride is the distance between rows).
+  StridedOperand<Acc> value_tile(index_t b, index_t kv, index_t t0, index_t cols) {
+    if (std::is_same<T, Acc>::value && v_.strides[3] == 1 && g_.value_dim % W == 0)
+      return {reinterpret_cast<const Acc*>(v_.row(b, t0, kv)), v_.strides[1], 1};
+    for (index_t c = 0; c < cols; ++c)
+      load_vector(v_.row(b, t0 + c, kv), v_.strides[3], g_.value_dim,
+                  values_.data() + c * value_stride_);
+    return {values_.data(), value_stride_, 1};
+  }
+
+  /// Turns the transposed scores of keys [t0, t0 + cols) into softmax weights against each row's
+  /// running max (bias, mask, max, exp, sum), a packet of query rows at a time, and rescales the
+  /// output rows whose max grew.
+  void softmax_step(index_t t0, index_t cols, index_t row_packets) {
     using namespace Eigen::internal;
-    Row& row = rows_[r];
-    Acc* s = scores_.data() + r * KB;
-    const index_t first = row.keys.begin - t0, last = row.keys.end - t0;  // allowed columns
-    if (last <= 0 || first >= cols) {
-      std::fill(s, s + packets * W, Acc(0));
-      return;
-    }
-    const bool edge = first > 0 || last < packets * W;
-    // -m |p - t| with the distance exact in integers until the last step: column c of the tile
-    // is at distance |d0 - c|, and d0 - c is exact in Acc below 2^24 (float).
-    const Packet d0 = pset1<Packet>(Acc(row.position - g_.key_position(t0)));
-    const Packet minus_slope = pset1<Packet>(-row.slope);
-    const Packet lanes = plset<Packet>(Acc(0));
-    Packet tile_max = pset1<Packet>(-std::numeric_limits<Acc>::infinity());
-    for (index_t j = 0; j < packets; ++j) {
-      const Packet distance = pabs(psub(d0, padd(lanes, pset1<Packet>(Acc(j * W)))));
-      Packet logit = pmadd(distance, minus_slope, pload<Packet>(s + j * W));
-      if (edge) logit = mask_outside(logit, j * W, first, last);
-      pstore(s + j * W, logit);
-      tile_max = pmax<Eigen::PropagateNaN>(tile_max, logit);  // a NaN logit must poison its row
-    }
-    const Acc m = predux_max<Eigen::PropagateNaN>(tile_max);
-    if (m == -std::numeric_limits<Acc>::infinity()) {
-      std::fill(s, s + packets * W, Acc(0));
-      return;
-    }
-    if (m > row.max) {
-      if (row.max != -std::numeric_limits<Acc>::infinity()) {
-        const Acc rescale = std::exp(row.max - m);
-        row.sum *= rescale;
-        Acc* o = output_.data() + r * value_stride_;
-        const Packet factor = pset1<Packet>(rescale);
-        for (index_t j = 0; j < value_stride_; j += W)
-          pstore(o + j, pmul(pload<Packet>(o + j), factor));
+    const Acc minus_inf = -std::numeric_limits<Acc>::infinity();
+    // Per row: the distance of the tile's first key and its allowed columns. Distances stay exact
+    // integers until here and are exact in Acc below 2^24 (float); the columns are clamped to a
+    // little beyond the tile, which keeps them exact too.
+    const auto clamp = [](index_t x) { return Acc(std::min(std::max<index_t>(x, -1), KB + 1)); };
+    for (index_t j = 0; j < row_packets; ++j) {
+      bool edge = false;
+      for (index_t r = j * W; r < (j + 1) * W; ++r) {
+        const KeyRange keys = keys_of_[r];
+        distance_[r] =
+            r < stride_ && !keys.empty() ? Acc(positions_[r] - g_.key_position(t0)) : Acc(0);
+        first_[r] = clamp(keys.begin - t0);
+        last_[r] = clamp(keys.end - t0);
+        edge = edge || keys.empty() || keys.begin > t0 || keys.end < t0 + cols;
       }
-      row.max = m;
+      edge_[j] = edge;
     }
-    const Packet shift = pset1<Packet>(row.max);
-    Packet sum = pzero(shift);
-    for (index_t j = 0; j < packets; ++j) {
-      const Packet weight = exp_weight(psub(pload<Packet>(s + j * W), shift));
-      pstore(s + j * W, weight);
-      sum = padd(sum, weight);
+    for (index_t j = 0; j < row_packets; ++j) {
+      const index_t r0 = j * W;
+      const Packet d0 = pload<Packet>(&distance_[r0]), slope = pload<Packet>(&minus_slope_[r0]);
+      const Packet first = pload<Packet>(&first_[r0]), last = pload<Packet>(&last_[r0]);
+      const Packet old_max = pload<Packet>(&max_[r0]);
+      const Packet tile_max = edge_[j] ? bias_and_max<true>(r0, cols, d0, slope, first, last)
+                                       : bias_and_max<false>(r0, cols, d0, slope, first, last);
+      const Packet new_max = pmax<Eigen::PropagateNaN>(old_max, tile_max);
+      // Rows that have seen no allowed key keep max -inf: shift by 0 so -inf - -inf is not NaN.
+      const Packet shift =
+          pselect(pcmp_eq(new_max, pset1<Packet>(minus_inf)), pset1<Packet>(Acc(0)), new_max);
+      const Packet factor = exp_weight(psub(old_max, shift));
+      const Packet total = exp_and_sum(r0, cols, shift);
+      pstore(&sum_[r0], padd(pmul(pload<Packet>(&sum_[r0]), factor), total));
+      pstore(&max_[r0], new_max);
+      pstore(&factor_[r0], factor);
     }
-    row.sum += predux(sum);
+    for (index_t r = 0; r < row_packets * W; ++r) {
+      if (factor_[r] == Acc(1)) continue;
+      Acc* o = output_.data() + r * value_stride_;
+      const Packet factor = pset1<Packet>(factor_[r]);
+      for (index_t d = 0; d < value_stride_; d += W)
+        pstore(o + d, pmul(pload<Packet>(o + d), factor));
+    }
   }
 
-  void write_row(index_t b, const Row& row, const Acc* o) const {
+  /// Adds the bias to the scores of one packet of rows over `cols` keys (masking when `masked`),
+  /// stores the logits back and returns their max. Four independent max chains: one would wait
+  /// on its own latency at every key.
+  template <bool masked>
+  Packet bias_and_max(index_t r0, index_t cols, const Packet& d0, const Packet& slope,
+                      const Packet& first, const Packet& last) {
+    using namespace Eigen::internal;
+    const Packet minus_inf = pset1<Packet>(-std::numeric_limits<Acc>::infinity());
+    const auto logit = [&](index_t c) {
+      Acc* s = scores_.data() + c * stride_ + r0;
+      const Packet column = pset1<Packet>(Acc(c));
+      Packet x = pmadd(pabs(psub(d0, column)), slope, pload<Packet>(s));
+      if (masked) x = pselect(por(pcmp_lt(column, first), pcmp_le(last, column)), minus_inf, x);
+      pstore(s, x);
+      return x;
+    };
+    // PropagateNaN: a NaN logit poisons its row.
+    const auto max = [](const Packet& a, const Packet& b) {
+      return pmax<Eigen::PropagateNaN>(a, b);
+    };
+    Packet m0 = minus_inf, m1 = minus_inf, m2 = minus_inf, m3 = minus_inf;
+    index_t c = 0;
+    for (; c + 4 <= cols; c += 4) {
+      m0 = max(m0, logit(c));
+      m1 = max(m1, logit(c + 1));
+      m2 = max(m2, logit(c + 2));
+      m3 = max(m3, logit(c + 3));
+    }
+    for (; c < cols; ++c) m0 = max(m0, logit(c));
+    return max(max(m0, m1), max(m2, m3));
+  }
+
+  /// Replaces the logits of one packet of rows by exp(logit - shift); returns their sum.
+  Packet exp_and_sum(index_t r0, index_t cols, const Packet& shift) {
+    using namespace Eigen::internal;
+    const auto weight = [&](index_t c) {
+      Acc* s = scores_.data() + c * stride_ + r0;
+      const Packet w = exp_weight(psub(pload<Packet>(s), shift));
+      pstore(s, w);
+      return w;
+    };
+    Packet s0 = pset1<Packet>(Acc(0)), s1 = s0, s2 = s0, s3 = s0;
+    index_t c = 0;
+    for (; c + 4 <= cols; c += 4) {
+      s0 = padd(s0, weight(c));
+      s1 = padd(s1, weight(c + 1));
+      s2 = padd(s2, weight(c + 2));
+      s3 = padd(s3, weight(c + 3));
+    }
+    for (; c < cols; ++c) s0 = padd(s0, weight(c));
+    return padd(padd(s0, s1), padd(s2, s3));
+  }
+
+  void write_row(index_t b, index_t r) const {
+    const Acc sum = sum_[r];
     // A row with no allowed key has sum 0: its output is 0, never 0/0.
-    const Acc inverse = row.sum == Acc(0) ? Acc(0) : Acc(1) / row.sum;
-    T* dst = out_.row(b, row.query, row.head);
+    const Acc inverse = sum == Acc(0) ? Acc(0) : Acc(1) / sum;
+    const Acc* o = output_.data() + r * value_stride_;
+    T* dst = out_.row(b, queries_of_[r], heads_of_[r]);
     for (index_t d = 0; d < g_.value_dim; ++d) dst[d * out_.strides[3]] = T(o[d] * inverse);
     if (lse_ != nullptr)
-      lse_[(b * g_.heads_q + row.head) * g_.seq_q + row.query] =
-          row.sum == Acc(0) ? -std::numeric_limits<float>::infinity()
-                            : static_cast<float>(row.max + std::log(row.sum));
+      lse_[(b * g_.heads_q + heads_of_[r]) * g_.seq_q + queries_of_[r]] =
+          sum == Acc(0) ? -std::numeric_limits<float>::infinity()
+                        : static_cast<float>(max_[r] + std::log(sum));
   }
 
   const Geometry& g_;
@@ -212,9 +299,14 @@ class ForwardWorker {
   TensorView<const T> q_, k_, v_;
   TensorView<T> out_;
   float* lse_;
-  index_t value_stride_;
+  index_t stride_;        // query rows of the scratch tiles, a multiple of the micro-tile's
+  index_t value_stride_;  // value_dim rounded up to whole packets
   scratch_vector<Acc> queries_, keys_, values_, scores_, output_;
-  std::vector<Row> rows_;
+  // Per query row of the task.
+  scratch_vector<Acc> distance_, minus_slope_, first_, last_, max_, sum_, factor_;
+  std::vector<index_t> queries_of_, heads_of_, positions_;
+  std::vector<KeyRange> keys_of_;
+  std::vector<char> edge_;  // per packet of rows: some lane needs the mask in this tile
 };
 
 /// Runs the fused forward over all tasks.

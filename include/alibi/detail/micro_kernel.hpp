@@ -1,9 +1,10 @@
 #pragma once
-// The two register-blocked products of a tile: scores = Q Kᵀ and output += P V. Each computes a
-// micro-tile of MR rows by NP packets with the accumulators in vector registers, broadcasting one
-// scalar of the left operand per row and loading NP packets of the packed right operand per step.
-// Operands are packed by the caller: rows of `lhs` with stride lhs_stride, `rhs` as depth rows of
-// NP * width contiguous values (stride rhs_stride), all aligned to the packet size.
+// The register-blocked product behind both products of a tile, scoresᵀ = K Qᵀ and
+// output += P V: a micro-tile of MR rows by NP packets of accumulators held in vector registers,
+// broadcasting one scalar of the left operand per row and loading NP packets of the right operand
+// per step of the depth. The left operand is read through strides, so P can be read out of the
+// transposed scores and K straight out of the caller's tensor; the right operand is rows of
+// whole packets (unaligned loads: value rows may be read in place too).
 
 #include <Eigen/Core>
 
@@ -12,26 +13,30 @@
 namespace alibi {
 namespace detail {
 
-/// out[i][j] (+)= sum_d lhs[i][d] * rhs[d][j] for i < MR, j < NP * width. With accumulate, `out`
-/// is read first; otherwise it is overwritten.
-template <class Packet, int MR, int NP, bool accumulate>
-inline void micro_tile(const typename Eigen::internal::unpacket_traits<Packet>::type* lhs,
-                       index_t lhs_stride,
-                       const typename Eigen::internal::unpacket_traits<Packet>::type* rhs,
-                       index_t rhs_stride, index_t depth,
-                       typename Eigen::internal::unpacket_traits<Packet>::type* out,
-                       index_t out_stride) {
+/// A left operand: element (i, d) at data[i * row_stride + d * depth_stride].
+template <class Scalar>
+struct StridedOperand {
+  const Scalar* data;
+  index_t row_stride, depth_stride;
+};
+
+/// out[i][j] (+)= sum_d lhs(i, d) * rhs[d][j] for i < MR and j < NP packets. With accumulate,
+/// `out` is read first; otherwise it is overwritten.
+template <class Packet, int MR, int NP, bool accumulate, class Scalar>
+inline void micro_tile(StridedOperand<Scalar> lhs, const Scalar* rhs, index_t rhs_stride,
+                       index_t depth, Scalar* out, index_t out_stride) {
   using namespace Eigen::internal;
   constexpr int width = unpacket_traits<Packet>::size;
   Packet acc[MR][NP];
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NP; ++j)
-      acc[i][j] = accumulate ? pload<Packet>(out + i * out_stride + j * width) : pzero(acc[i][j]);
-  for (index_t d = 0; d < depth; ++d) {
+      acc[i][j] = accumulate ? pload<Packet>(out + i * out_stride + j * width) : pset1<Packet>(0);
+  const Scalar* l = lhs.data;
+  for (index_t d = 0; d < depth; ++d, l += lhs.depth_stride, rhs += rhs_stride) {
     Packet b[NP];
-    for (int j = 0; j < NP; ++j) b[j] = pload<Packet>(rhs + d * rhs_stride + j * width);
+    for (int j = 0; j < NP; ++j) b[j] = ploadu<Packet>(rhs + j * width);
     for (int i = 0; i < MR; ++i) {
-      const Packet a = pset1<Packet>(lhs[i * lhs_stride + d]);
+      const Packet a = pset1<Packet>(l[i * lhs.row_stride]);
       for (int j = 0; j < NP; ++j) acc[i][j] = pmadd(a, b[j], acc[i][j]);
     }
   }
@@ -39,32 +44,28 @@ inline void micro_tile(const typename Eigen::internal::unpacket_traits<Packet>::
     for (int j = 0; j < NP; ++j) pstore(out + i * out_stride + j * width, acc[i][j]);
 }
 
-/// out (+)= lhs rhs over `rows` (a multiple of MR) and `packets` packets of columns, in
+/// out (+)= lhs rhs for `rows` rows (a multiple of MR) and `packets` packets of columns, in
 /// micro-tiles of up to NP packets.
-template <class Packet, int MR, int NP, bool accumulate>
-void tile_product(const typename Eigen::internal::unpacket_traits<Packet>::type* lhs,
-                  index_t lhs_stride, index_t rows,
-                  const typename Eigen::internal::unpacket_traits<Packet>::type* rhs,
-                  index_t rhs_stride, index_t depth, index_t packets,
-                  typename Eigen::internal::unpacket_traits<Packet>::type* out,
-                  index_t out_stride) {
+template <class Packet, int MR, int NP, bool accumulate, class Scalar>
+void tile_product(StridedOperand<Scalar> lhs, index_t rows, const Scalar* rhs, index_t rhs_stride,
+                  index_t depth, index_t packets, Scalar* out, index_t out_stride) {
   constexpr int width = Eigen::internal::unpacket_traits<Packet>::size;
   for (index_t j0 = 0; j0 < packets; j0 += NP) {
-    const index_t column = j0 * width;
     const index_t n = packets - j0 < NP ? packets - j0 : NP;
+    const Scalar* r = rhs + j0 * width;
     for (index_t i0 = 0; i0 < rows; i0 += MR) {
-      const auto* l = lhs + i0 * lhs_stride;
-      auto* o = out + i0 * out_stride + column;
-      const auto* r = rhs + column;
+      const StridedOperand<Scalar> l{lhs.data + i0 * lhs.row_stride, lhs.row_stride,
+                                     lhs.depth_stride};
+      Scalar* o = out + i0 * out_stride + j0 * width;
       // The narrower remainder of a row of packets gets micro-tiles of its own width.
       if (n == NP)
-        micro_tile<Packet, MR, NP, accumulate>(l, lhs_stride, r, rhs_stride, depth, o, out_stride);
+        micro_tile<Packet, MR, NP, accumulate>(l, r, rhs_stride, depth, o, out_stride);
       else if (n == 3)
-        micro_tile<Packet, MR, 3, accumulate>(l, lhs_stride, r, rhs_stride, depth, o, out_stride);
+        micro_tile<Packet, MR, 3, accumulate>(l, r, rhs_stride, depth, o, out_stride);
       else if (n == 2)
-        micro_tile<Packet, MR, 2, accumulate>(l, lhs_stride, r, rhs_stride, depth, o, out_stride);
+        micro_tile<Packet, MR, 2, accumulate>(l, r, rhs_stride, depth, o, out_stride);
       else
-        micro_tile<Packet, MR, 1, accumulate>(l, lhs_stride, r, rhs_stride, depth, o, out_stride);
+        micro_tile<Packet, MR, 1, accumulate>(l, r, rhs_stride, depth, o, out_stride);
     }
   }
 }
