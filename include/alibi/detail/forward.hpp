@@ -90,6 +90,7 @@ class ForwardWorker {
         minus_slope_(distance_.size()),
         first_(distance_.size()),
         last_(distance_.size()),
+        tile_max_(distance_.size()),
         max_(distance_.size()),
         sum_(distance_.size()),
         factor_(distance_.size()),
@@ -136,10 +137,15 @@ class ForwardWorker {
       const index_t cols = std::min(KB, span.end - t0);
       const StridedOperand<Acc> keys = key_tile(b, kv, t0, cols);
       const StridedOperand<Acc> values = value_tile(b, kv, t0, cols);
-      // scoresᵀ [keys x rows] = K Qᵀ: scale and bias are applied in softmax_step.
-      tile_product<Packet, MR, NP, false>(keys, round_up(cols, MR), queries_.data(), stride_,
-                                          g_.head_dim, row_packets, scores_.data(), stride_);
-      softmax_step(t0, cols, row_packets);
+      // scoresᵀ [keys x rows] = K Qᵀ, finished in registers with the bias, the mask and each
+      // row's max over the tile; then the softmax weights replace the logits.
+      prepare_tile(t0, cols, row_packets);
+      tile_product<Packet, MR, NP, false>(
+          keys, round_up(cols, MR), queries_.data(), stride_, g_.head_dim, row_packets,
+          scores_.data(), stride_,
+          ScoreTile{distance_.data(), minus_slope_.data(), first_.data(), last_.data(),
+                    edge_.data(), tile_max_.data()});
+      softmax_step(cols, row_packets);
       // output [rows x Dv] += P V, with P read out of the transposed scores.
       tile_product<Packet, MR, NP, true>(StridedOperand<Acc>{scores_.data(), 1, stride_},
                                          product_rows, values.data, values.row_stride, cols,
@@ -180,39 +186,71 @@ class ForwardWorker {
     return {values_.data(), value_stride_, 1};
   }
 
-  /// Turns the transposed scores of keys [t0, t0 + cols) into softmax weights against each row's
-  /// running max (bias, mask, max, exp, sum), a packet of query rows at a time, and rescales the
-  /// output rows whose max grew.
-  void softmax_step(index_t t0, index_t cols, index_t row_packets) {
-    using namespace Eigen::internal;
-    const Acc minus_inf = -std::numeric_limits<Acc>::infinity();
-    // Per row: the distance of the tile's first key and its allowed columns. Distances stay exact
-    // integers until here and are exact in Acc below 2^24 (float); the columns are clamped to a
-    // little beyond the tile, which keeps them exact too.
+  /// Per row of the task, for keys [t0, t0 + cols): the distance of the tile's first key, the
+  /// allowed columns, whether each packet of rows needs the mask, and a fresh tile max.
+  /// Distances stay exact integers until here and are exact in Acc below 2^24 (float); columns
+  /// are clamped to a little beyond the tile, which keeps them exact too.
+  void prepare_tile(index_t t0, index_t cols, index_t row_packets) {
     const auto clamp = [](index_t x) { return Acc(std::min(std::max<index_t>(x, -1), KB + 1)); };
+    // The scores product covers whole micro-tiles of keys: columns past `cols` must be masked.
+    const index_t covered = round_up(cols, MR);
     for (index_t j = 0; j < row_packets; ++j) {
       bool edge = false;
       for (index_t r = j * W; r < (j + 1) * W; ++r) {
         const KeyRange keys = keys_of_[r];
-        distance_[r] =
-            r < stride_ && !keys.empty() ? Acc(positions_[r] - g_.key_position(t0)) : Acc(0);
+        distance_[r] = keys.empty() ? Acc(0) : Acc(positions_[r] - g_.key_position(t0));
         first_[r] = clamp(keys.begin - t0);
         last_[r] = clamp(keys.end - t0);
-        edge = edge || keys.empty() || keys.begin > t0 || keys.end < t0 + cols;
+        tile_max_[r] = -std::numeric_limits<Acc>::infinity();
+        edge = edge || keys.empty() || keys.begin > t0 || keys.end < t0 + covered;
       }
       edge_[j] = edge;
     }
+  }
+
+  /// Finishes a micro-tile of scoresᵀ (keys by packets of query rows) in registers: adds
+  /// -m |d0 - c| for key column c, masks where the tile needs it, stores the logits and folds
+  /// them into each row's max over the tile.
+  struct ScoreTile {
+    const Acc *distance, *minus_slope, *first, *last;
+    const char* edge;
+    Acc* tile_max;
+
+    template <int MR_, int NP_>
+    void operator()(Packet (&acc)[MR_][NP_], Acc* out, index_t out_stride, index_t key,
+                    index_t packet) const {
+      using namespace Eigen::internal;
+      const Packet minus_inf = pset1<Packet>(-std::numeric_limits<Acc>::infinity());
+      for (int j = 0; j < NP_; ++j) {
+        const index_t r0 = (packet + j) * W;
+        const Packet d0 = pload<Packet>(distance + r0), slope = pload<Packet>(minus_slope + r0);
+        const Packet lo = pload<Packet>(first + r0), hi = pload<Packet>(last + r0);
+        const bool masked = edge[packet + j] != 0;
+        Packet max = pload<Packet>(tile_max + r0);
+        for (int i = 0; i < MR_; ++i) {
+          const Packet column = pset1<Packet>(Acc(key + i));
+          Packet logit = pmadd(pabs(psub(d0, column)), slope, acc[i][j]);
+          if (masked)
+            logit = pselect(por(pcmp_lt(column, lo), pcmp_le(hi, column)), minus_inf, logit);
+          pstore(out + i * out_stride + j * W, logit);
+          max = pmax<Eigen::PropagateNaN>(max, logit);  // a NaN logit poisons its row
+        }
+        pstore(tile_max + r0, max);
+      }
+    }
+  };
+
+  /// Turns the tile's logits into softmax weights against each row's running max (exp, sum), a
+  /// packet of query rows at a time, and rescales the output rows whose max grew.
+  void softmax_step(index_t cols, index_t row_packets) {
+    using namespace Eigen::internal;
+    const Packet minus_inf = pset1<Packet>(-std::numeric_limits<Acc>::infinity());
     for (index_t j = 0; j < row_packets; ++j) {
       const index_t r0 = j * W;
-      const Packet d0 = pload<Packet>(&distance_[r0]), slope = pload<Packet>(&minus_slope_[r0]);
-      const Packet first = pload<Packet>(&first_[r0]), last = pload<Packet>(&last_[r0]);
       const Packet old_max = pload<Packet>(&max_[r0]);
-      const Packet tile_max = edge_[j] ? bias_and_max<true>(r0, cols, d0, slope, first, last)
-                                       : bias_and_max<false>(r0, cols, d0, slope, first, last);
-      const Packet new_max = pmax<Eigen::PropagateNaN>(old_max, tile_max);
+      const Packet new_max = pmax<Eigen::PropagateNaN>(old_max, pload<Packet>(&tile_max_[r0]));
       // Rows that have seen no allowed key keep max -inf: shift by 0 so -inf - -inf is not NaN.
-      const Packet shift =
-          pselect(pcmp_eq(new_max, pset1<Packet>(minus_inf)), pset1<Packet>(Acc(0)), new_max);
+      const Packet shift = pselect(pcmp_eq(new_max, minus_inf), pset1<Packet>(Acc(0)), new_max);
       const Packet factor = exp_weight(psub(old_max, shift));
       const Packet total = exp_and_sum(r0, cols, shift);
       pstore(&sum_[r0], padd(pmul(pload<Packet>(&sum_[r0]), factor), total));
@@ -228,39 +266,8 @@ class ForwardWorker {
     }
   }
 
-  /// Adds the bias to the scores of one packet of rows over `cols` keys (masking when `masked`),
-  /// stores the logits back and returns their max. Four independent max chains: one would wait
-  /// on its own latency at every key.
-  template <bool masked>
-  Packet bias_and_max(index_t r0, index_t cols, const Packet& d0, const Packet& slope,
-                      const Packet& first, const Packet& last) {
-    using namespace Eigen::internal;
-    const Packet minus_inf = pset1<Packet>(-std::numeric_limits<Acc>::infinity());
-    const auto logit = [&](index_t c) {
-      Acc* s = scores_.data() + c * stride_ + r0;
-      const Packet column = pset1<Packet>(Acc(c));
-      Packet x = pmadd(pabs(psub(d0, column)), slope, pload<Packet>(s));
-      if (masked) x = pselect(por(pcmp_lt(column, first), pcmp_le(last, column)), minus_inf, x);
-      pstore(s, x);
-      return x;
-    };
-    // PropagateNaN: a NaN logit poisons its row.
-    const auto max = [](const Packet& a, const Packet& b) {
-      return pmax<Eigen::PropagateNaN>(a, b);
-    };
-    Packet m0 = minus_inf, m1 = minus_inf, m2 = minus_inf, m3 = minus_inf;
-    index_t c = 0;
-    for (; c + 4 <= cols; c += 4) {
-      m0 = max(m0, logit(c));
-      m1 = max(m1, logit(c + 1));
-      m2 = max(m2, logit(c + 2));
-      m3 = max(m3, logit(c + 3));
-    }
-    for (; c < cols; ++c) m0 = max(m0, logit(c));
-    return max(max(m0, m1), max(m2, m3));
-  }
-
-  /// Replaces the logits of one packet of rows by exp(logit - shift); returns their sum.
+  /// Replaces the logits of one packet of rows by exp(logit - shift); returns their sum. Four
+  /// independent sums: one would wait on its own latency at every key.
   Packet exp_and_sum(index_t r0, index_t cols, const Packet& shift) {
     using namespace Eigen::internal;
     const auto weight = [&](index_t c) {
@@ -303,7 +310,7 @@ class ForwardWorker {
   index_t value_stride_;  // value_dim rounded up to whole packets
   scratch_vector<Acc> queries_, keys_, values_, scores_, output_;
   // Per query row of the task.
-  scratch_vector<Acc> distance_, minus_slope_, first_, last_, max_, sum_, factor_;
+  scratch_vector<Acc> distance_, minus_slope_, first_, last_, tile_max_, max_, sum_, factor_;
   std::vector<index_t> queries_of_, heads_of_, positions_;
   std::vector<KeyRange> keys_of_;
   std::vector<char> edge_;  // per packet of rows: some lane needs the mask in this tile

@@ -20,11 +20,26 @@ struct StridedOperand {
   index_t row_stride, depth_stride;
 };
 
-/// out[i][j] (+)= sum_d lhs(i, d) * rhs[d][j] for i < MR and j < NP packets. With accumulate,
-/// `out` is read first; otherwise it is overwritten.
-template <class Packet, int MR, int NP, bool accumulate, class Scalar>
-inline void micro_tile(StridedOperand<Scalar> lhs, const Scalar* rhs, index_t rhs_stride,
-                       index_t depth, Scalar* out, index_t out_stride) {
+/// Stores a finished micro-tile as it is.
+struct StoreTile {
+  template <int MR, int NP, class Packet, class Scalar>
+  void operator()(Packet (&acc)[MR][NP], Scalar* out, index_t out_stride, index_t /*row*/,
+                  index_t /*packet*/) const {
+    constexpr int width = Eigen::internal::unpacket_traits<Packet>::size;
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NP; ++j)
+        Eigen::internal::pstore(out + i * out_stride + j * width, acc[i][j]);
+  }
+};
+
+/// acc[i][j] = sum_d lhs(i, d) * rhs[d][j] (plus out[i][j] with accumulate) for i < MR and
+/// j < NP packets, then finish(acc, out, out_stride, row, packet) writes it: row and packet
+/// locate the micro-tile in the whole product, for finishing steps that depend on them.
+// Kept out of line: inlined into the task loop, its accumulators no longer get registers.
+template <class Packet, int MR, int NP, bool accumulate, class Scalar, class Finish>
+EIGEN_DONT_INLINE void micro_tile(StridedOperand<Scalar> lhs, const Scalar* rhs, index_t rhs_stride,
+                                  index_t depth, Scalar* out, index_t out_stride,
+                                  const Finish& finish, index_t row, index_t packet) {
   using namespace Eigen::internal;
   constexpr int width = unpacket_traits<Packet>::size;
   Packet acc[MR][NP];
@@ -40,15 +55,15 @@ inline void micro_tile(StridedOperand<Scalar> lhs, const Scalar* rhs, index_t rh
       for (int j = 0; j < NP; ++j) acc[i][j] = pmadd(a, b[j], acc[i][j]);
     }
   }
-  for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NP; ++j) pstore(out + i * out_stride + j * width, acc[i][j]);
+  finish(acc, out, out_stride, row, packet);
 }
 
 /// out (+)= lhs rhs for `rows` rows (a multiple of MR) and `packets` packets of columns, in
-/// micro-tiles of up to NP packets.
-template <class Packet, int MR, int NP, bool accumulate, class Scalar>
+/// micro-tiles of up to NP packets, each written by `finish` (see micro_tile).
+template <class Packet, int MR, int NP, bool accumulate, class Scalar, class Finish = StoreTile>
 void tile_product(StridedOperand<Scalar> lhs, index_t rows, const Scalar* rhs, index_t rhs_stride,
-                  index_t depth, index_t packets, Scalar* out, index_t out_stride) {
+                  index_t depth, index_t packets, Scalar* out, index_t out_stride,
+                  const Finish& finish = {}) {
   constexpr int width = Eigen::internal::unpacket_traits<Packet>::size;
   for (index_t j0 = 0; j0 < packets; j0 += NP) {
     const index_t n = packets - j0 < NP ? packets - j0 : NP;
@@ -59,13 +74,17 @@ void tile_product(StridedOperand<Scalar> lhs, index_t rows, const Scalar* rhs, i
       Scalar* o = out + i0 * out_stride + j0 * width;
       // The narrower remainder of a row of packets gets micro-tiles of its own width.
       if (n == NP)
-        micro_tile<Packet, MR, NP, accumulate>(l, r, rhs_stride, depth, o, out_stride);
+        micro_tile<Packet, MR, NP, accumulate>(l, r, rhs_stride, depth, o, out_stride, finish, i0,
+                                               j0);
       else if (n == 3)
-        micro_tile<Packet, MR, 3, accumulate>(l, r, rhs_stride, depth, o, out_stride);
+        micro_tile<Packet, MR, 3, accumulate>(l, r, rhs_stride, depth, o, out_stride, finish, i0,
+                                              j0);
       else if (n == 2)
-        micro_tile<Packet, MR, 2, accumulate>(l, r, rhs_stride, depth, o, out_stride);
+        micro_tile<Packet, MR, 2, accumulate>(l, r, rhs_stride, depth, o, out_stride, finish, i0,
+                                              j0);
       else
-        micro_tile<Packet, MR, 1, accumulate>(l, r, rhs_stride, depth, o, out_stride);
+        micro_tile<Packet, MR, 1, accumulate>(l, r, rhs_stride, depth, o, out_stride, finish, i0,
+                                              j0);
     }
   }
 }
