@@ -16,9 +16,9 @@
 #include "kernel_traits.hpp"
 #include "micro_kernel.hpp"
 #include "numeric.hpp"
-#include "packet_math.hpp"
 #include "parallel.hpp"
 #include "scratch.hpp"
+#include "tile_softmax.hpp"
 
 namespace alibi {
 namespace detail {
@@ -42,8 +42,10 @@ struct ForwardTasks {
     t.group = g.heads_q / g.heads_kv;
     t.positions = std::max<index_t>(1, Traits::query_rows / t.group);
     t.blocks = (g.seq_q + t.positions - 1) / t.positions;
-    t.rows = round_up(std::max<index_t>(Traits::query_rows, t.group),
-                      Traits::micro_packets * Traits::width);
+    // Whole micro-tiles of rows, whole packets of the scores product, whole row groups.
+    const index_t unit =
+        std::max<index_t>(Traits::micro_packets * Traits::width, TileSoftmax<Acc>::group_rows);
+    t.rows = round_up(std::max<index_t>(Traits::query_rows, t.group), unit);
     t.count = g.batch * g.heads_kv * t.blocks;
     return t;
   }
@@ -86,19 +88,9 @@ class ForwardWorker {
         values_(std::size_t(KB * value_stride_), Acc(0)),
         scores_(std::size_t(KB * stride_), Acc(0)),
         output_(std::size_t(stride_ * value_stride_), Acc(0)),
-        distance_(std::size_t(stride_)),
-        minus_slope_(distance_.size()),
-        first_(distance_.size()),
-        last_(distance_.size()),
-        tile_max_(distance_.size()),
-        max_(distance_.size()),
-        sum_(distance_.size()),
-        factor_(distance_.size()),
-        queries_of_(distance_.size()),
-        heads_of_(distance_.size()),
-        positions_(distance_.size()),
-        keys_of_(distance_.size()),
-        edge_(std::size_t(stride_ / W)) {}
+        softmax_(stride_),
+        queries_of_(std::size_t(stride_)),
+        heads_of_(std::size_t(stride_)) {}
 
   void operator()(index_t task) {
     // Consecutive tasks share a kv head, whose keys and values then stay in cache; within a head
@@ -109,47 +101,60 @@ class ForwardWorker {
     const index_t i0 = block * tasks_.positions;
     const index_t n = std::min(tasks_.positions, g_.seq_q - i0);
     const index_t rows = tasks_.group * n;
-    const index_t row_packets = (rows + W - 1) / W, product_rows = round_up(rows, MR);
+    const index_t row_packets = (rows + W - 1) / W;
 
     std::fill(queries_.begin(), queries_.end(), Acc(0));
-    std::fill(output_.begin(), output_.begin() + product_rows * value_stride_, Acc(0));
-    std::fill(max_.begin(), max_.end(), -std::numeric_limits<Acc>::infinity());
-    std::fill(sum_.begin(), sum_.end(), Acc(0));
+    std::fill(output_.begin(), output_.end(), Acc(0));
     KeyRange span{std::numeric_limits<index_t>::max(), std::numeric_limits<index_t>::min()};
     for (index_t r = 0; r < stride_; ++r) {
       if (r >= rows) {  // padding: no key allowed, zero weights, never written out
-        keys_of_[r] = KeyRange{};
-        minus_slope_[r] = Acc(0);
+        softmax_.clear_row(r);
         continue;
       }
       heads_of_[r] = kv * tasks_.group + r / n;
       queries_of_[r] = i0 + r % n;
-      positions_[r] = g_.query_position(b, queries_of_[r]);
-      keys_of_[r] = g_.allowed_keys(b, positions_[r]);
-      minus_slope_[r] = -Acc(g_.slope(b, heads_of_[r]));
+      const index_t position = g_.query_position(b, queries_of_[r]);
+      const KeyRange keys = g_.allowed_keys(b, position);
+      softmax_.set_row(r, position, keys, Acc(g_.slope(b, heads_of_[r])));
       load_query(b, r);
-      if (keys_of_[r].empty()) continue;
-      span.begin = std::min(span.begin, keys_of_[r].begin);
-      span.end = std::max(span.end, keys_of_[r].end);
+      if (keys.empty()) continue;
+      span.begin = std::min(span.begin, keys.begin);
+      span.end = std::max(span.end, keys.end);
     }
 
     for (index_t t0 = span.begin; t0 < span.end; t0 += KB) {
       const index_t cols = std::min(KB, span.end - t0);
-      const StridedOperand<Acc> keys = key_tile(b, kv, t0, cols);
-      const StridedOperand<Acc> values = value_tile(b, kv, t0, cols);
+      softmax_.prepare(rows, t0, cols, g_.key_position(t0));
       // scoresᵀ [keys x rows] = K Qᵀ, finished in registers with the bias, the mask and each
-      // row's max over the tile; then the softmax weights replace the logits.
-      prepare_tile(t0, cols, row_packets);
-      tile_product<Packet, MR, NP, false>(
-          keys, round_up(cols, MR), queries_.data(), stride_, g_.head_dim, row_packets,
-          scores_.data(), stride_,
-          ScoreTile{distance_.data(), minus_slope_.data(), first_.data(), last_.data(),
-                    edge_.data(), tile_max_.data()});
-      softmax_step(cols, row_packets);
-      // output [rows x Dv] += P V, with P read out of the transposed scores.
-      tile_product<Packet, MR, NP, true>(StridedOperand<Acc>{scores_.data(), 1, stride_},
-                                         product_rows, values.data, values.row_stride, cols,
-                                         value_stride_ / W, output_.data(), value_stride_);
+      // row's max over the tile; only the columns some row of a micro-tile can attend.
+      const StridedOperand<Acc> keys = key_tile(b, kv, t0, cols);
+      for (index_t j0 = 0; j0 < row_packets; j0 += NP) {
+        const index_t packets = std::min<index_t>(NP, row_packets - j0);
+        const KeyRange columns = softmax_.columns(j0 * W, packets * W);
+        for (index_t c0 = columns.begin / MR * MR; c0 < columns.end; c0 += MR)
+          micro_tile_columns<Packet, MR, NP, false>(
+              packets, StridedOperand<Acc>{keys.data + c0 * keys.row_stride, keys.row_stride, 1},
+              queries_.data() + j0 * W, stride_, g_.head_dim,
+              scores_.data() + c0 * stride_ + j0 * W, stride_, softmax_.finish(), c0, j0);
+      }
+      // The logits become softmax weights P; then output [rows x Dv] += P V, each micro-tile of
+      // rows over the keys its rows can attend, with P read out of the transposed scores.
+      softmax_.normalize(rows, scores_.data(), stride_, output_.data(), value_stride_);
+      const StridedOperand<Acc> values = value_tile(b, kv, t0, cols);
+      const index_t value_packets = value_stride_ / W;
+      for (index_t j0 = 0; j0 < value_packets; j0 += NP) {
+        const index_t packets = std::min<index_t>(NP, value_packets - j0);
+        for (index_t r0 = 0; r0 < rows; r0 += MR) {
+          const KeyRange columns = softmax_.columns(r0, MR);
+          if (columns.empty()) continue;
+          micro_tile_columns<Packet, MR, NP, true>(
+              packets,
+              StridedOperand<Acc>{scores_.data() + columns.begin * stride_ + r0, 1, stride_},
+              values.data + columns.begin * values.row_stride + j0 * W, values.row_stride,
+              columns.end - columns.begin, output_.data() + r0 * value_stride_ + j0 * W,
+              value_stride_, StoreTile{}, r0, j0);
+        }
+      }
     }
 
     for (index_t r = 0; r < rows; ++r) write_row(b, r);
@@ -168,8 +173,9 @@ class ForwardWorker {
   /// Keys [t0, t0 + cols) of kv head `kv` as rows: read in place when they already are rows of
   /// Acc and the micro-tiles stay inside them, else copied (converted, gathered) into scratch.
   StridedOperand<Acc> key_tile(index_t b, index_t kv, index_t t0, index_t cols) {
-    if (std::is_same<T, Acc>::value && k_.strides[3] == 1 && cols % MR == 0)
-      return {reinterpret_cast<const Acc*>(k_.row(b, t0, kv)), k_.strides[1], 1};
+    if constexpr (std::is_same<T, Acc>::value) {
+      if (k_.strides[3] == 1 && cols % MR == 0) return {k_.row(b, t0, kv), k_.strides[1], 1};
+    }
     for (index_t c = 0; c < cols; ++c)
       load_vector(k_.row(b, t0 + c, kv), k_.strides[3], g_.head_dim,
                   keys_.data() + c * g_.head_dim);
@@ -178,118 +184,17 @@ class ForwardWorker {
 
   /// Values [t0, t0 + cols) as rows of whole packets (row_stride is the distance between rows).
   StridedOperand<Acc> value_tile(index_t b, index_t kv, index_t t0, index_t cols) {
-    if (std::is_same<T, Acc>::value && v_.strides[3] == 1 && g_.value_dim % W == 0)
-      return {reinterpret_cast<const Acc*>(v_.row(b, t0, kv)), v_.strides[1], 1};
+    if constexpr (std::is_same<T, Acc>::value) {
+      if (v_.strides[3] == 1 && g_.value_dim % W == 0) return {v_.row(b, t0, kv), v_.strides[1], 1};
+    }
     for (index_t c = 0; c < cols; ++c)
       load_vector(v_.row(b, t0 + c, kv), v_.strides[3], g_.value_dim,
                   values_.data() + c * value_stride_);
     return {values_.data(), value_stride_, 1};
   }
 
-  /// Per row of the task, for keys [t0, t0 + cols): the distance of the tile's first key, the
-  /// allowed columns, whether each packet of rows needs the mask, and a fresh tile max.
-  /// Distances stay exact integers until here and are exact in Acc below 2^24 (float); columns
-  /// are clamped to a little beyond the tile, which keeps them exact too.
-  void prepare_tile(index_t t0, index_t cols, index_t row_packets) {
-    const auto clamp = [](index_t x) { return Acc(std::min(std::max<index_t>(x, -1), KB + 1)); };
-    // The scores product covers whole micro-tiles of keys: columns past `cols` must be masked.
-    const index_t covered = round_up(cols, MR);
-    for (index_t j = 0; j < row_packets; ++j) {
-      bool edge = false;
-      for (index_t r = j * W; r < (j + 1) * W; ++r) {
-        const KeyRange keys = keys_of_[r];
-        distance_[r] = keys.empty() ? Acc(0) : Acc(positions_[r] - g_.key_position(t0));
-        first_[r] = clamp(keys.begin - t0);
-        last_[r] = clamp(keys.end - t0);
-        tile_max_[r] = -std::numeric_limits<Acc>::infinity();
-        edge = edge || keys.empty() || keys.begin > t0 || keys.end < t0 + covered;
-      }
-      edge_[j] = edge;
-    }
-  }
-
-  /// Finishes a micro-tile of scoresᵀ (keys by packets of query rows) in registers: adds
-  /// -m |d0 - c| for key column c, masks where the tile needs it, stores the logits and folds
-  /// them into each row's max over the tile.
-  struct ScoreTile {
-    const Acc *distance, *minus_slope, *first, *last;
-    const char* edge;
-    Acc* tile_max;
-
-    template <int MR_, int NP_>
-    void operator()(Packet (&acc)[MR_][NP_], Acc* out, index_t out_stride, index_t key,
-                    index_t packet) const {
-      using namespace Eigen::internal;
-      const Packet minus_inf = pset1<Packet>(-std::numeric_limits<Acc>::infinity());
-      for (int j = 0; j < NP_; ++j) {
-        const index_t r0 = (packet + j) * W;
-        const Packet d0 = pload<Packet>(distance + r0), slope = pload<Packet>(minus_slope + r0);
-        const Packet lo = pload<Packet>(first + r0), hi = pload<Packet>(last + r0);
-        const bool masked = edge[packet + j] != 0;
-        Packet max = pload<Packet>(tile_max + r0);
-        for (int i = 0; i < MR_; ++i) {
-          const Packet column = pset1<Packet>(Acc(key + i));
-          Packet logit = pmadd(pabs(psub(d0, column)), slope, acc[i][j]);
-          if (masked)
-            logit = pselect(por(pcmp_lt(column, lo), pcmp_le(hi, column)), minus_inf, logit);
-          pstore(out + i * out_stride + j * W, logit);
-          max = pmax<Eigen::PropagateNaN>(max, logit);  // a NaN logit poisons its row
-        }
-        pstore(tile_max + r0, max);
-      }
-    }
-  };
-
-  /// Turns the tile's logits into softmax weights against each row's running max (exp, sum), a
-  /// packet of query rows at a time, and rescales the output rows whose max grew.
-  void softmax_step(index_t cols, index_t row_packets) {
-    using namespace Eigen::internal;
-    const Packet minus_inf = pset1<Packet>(-std::numeric_limits<Acc>::infinity());
-    for (index_t j = 0; j < row_packets; ++j) {
-      const index_t r0 = j * W;
-      const Packet old_max = pload<Packet>(&max_[r0]);
-      const Packet new_max = pmax<Eigen::PropagateNaN>(old_max, pload<Packet>(&tile_max_[r0]));
-      // Rows that have seen no allowed key keep max -inf: shift by 0 so -inf - -inf is not NaN.
-      const Packet shift = pselect(pcmp_eq(new_max, minus_inf), pset1<Packet>(Acc(0)), new_max);
-      const Packet factor = exp_weight(psub(old_max, shift));
-      const Packet total = exp_and_sum(r0, cols, shift);
-      pstore(&sum_[r0], padd(pmul(pload<Packet>(&sum_[r0]), factor), total));
-      pstore(&max_[r0], new_max);
-      pstore(&factor_[r0], factor);
-    }
-    for (index_t r = 0; r < row_packets * W; ++r) {
-      if (factor_[r] == Acc(1)) continue;
-      Acc* o = output_.data() + r * value_stride_;
-      const Packet factor = pset1<Packet>(factor_[r]);
-      for (index_t d = 0; d < value_stride_; d += W)
-        pstore(o + d, pmul(pload<Packet>(o + d), factor));
-    }
-  }
-
-  /// Replaces the logits of one packet of rows by exp(logit - shift); returns their sum. Four
-  /// independent sums: one would wait on its own latency at every key.
-  Packet exp_and_sum(index_t r0, index_t cols, const Packet& shift) {
-    using namespace Eigen::internal;
-    const auto weight = [&](index_t c) {
-      Acc* s = scores_.data() + c * stride_ + r0;
-      const Packet w = exp_weight(psub(pload<Packet>(s), shift));
-      pstore(s, w);
-      return w;
-    };
-    Packet s0 = pset1<Packet>(Acc(0)), s1 = s0, s2 = s0, s3 = s0;
-    index_t c = 0;
-    for (; c + 4 <= cols; c += 4) {
-      s0 = padd(s0, weight(c));
-      s1 = padd(s1, weight(c + 1));
-      s2 = padd(s2, weight(c + 2));
-      s3 = padd(s3, weight(c + 3));
-    }
-    for (; c < cols; ++c) s0 = padd(s0, weight(c));
-    return padd(padd(s0, s1), padd(s2, s3));
-  }
-
   void write_row(index_t b, index_t r) const {
-    const Acc sum = sum_[r];
+    const Acc sum = softmax_.sum(r);
     // A row with no allowed key has sum 0: its output is 0, never 0/0.
     const Acc inverse = sum == Acc(0) ? Acc(0) : Acc(1) / sum;
     const Acc* o = output_.data() + r * value_stride_;
@@ -298,7 +203,7 @@ class ForwardWorker {
     if (lse_ != nullptr)
       lse_[(b * g_.heads_q + heads_of_[r]) * g_.seq_q + queries_of_[r]] =
           sum == Acc(0) ? -std::numeric_limits<float>::infinity()
-                        : static_cast<float>(max_[r] + std::log(sum));
+                        : static_cast<float>(softmax_.max(r) + std::log(sum));
   }
 
   const Geometry& g_;
@@ -306,14 +211,11 @@ class ForwardWorker {
   TensorView<const T> q_, k_, v_;
   TensorView<T> out_;
   float* lse_;
-  index_t stride_;        // query rows of the scratch tiles, a multiple of the micro-tile's
+  index_t stride_;        // query rows of the scratch tiles
   index_t value_stride_;  // value_dim rounded up to whole packets
   scratch_vector<Acc> queries_, keys_, values_, scores_, output_;
-  // Per query row of the task.
-  scratch_vector<Acc> distance_, minus_slope_, first_, last_, tile_max_, max_, sum_, factor_;
-  std::vector<index_t> queries_of_, heads_of_, positions_;
-  std::vector<KeyRange> keys_of_;
-  std::vector<char> edge_;  // per packet of rows: some lane needs the mask in this tile
+  TileSoftmax<Acc> softmax_;
+  std::vector<index_t> queries_of_, heads_of_;
 };
 
 /// Runs the fused forward over all tasks.

@@ -58,35 +58,24 @@ EIGEN_DONT_INLINE void micro_tile(StridedOperand<Scalar> lhs, const Scalar* rhs,
   finish(acc, out, out_stride, row, packet);
 }
 
-/// out (+)= lhs rhs for `rows` rows (a multiple of MR) and `packets` packets of columns, in
-/// micro-tiles of up to NP packets, each written by `finish` (see micro_tile).
+/// One micro-tile of `packets` (1 to NP) packets: the narrower remainder of a row of packets gets
+/// micro-tiles of its own width.
 template <class Packet, int MR, int NP, bool accumulate, class Scalar, class Finish = StoreTile>
-void tile_product(StridedOperand<Scalar> lhs, index_t rows, const Scalar* rhs, index_t rhs_stride,
-                  index_t depth, index_t packets, Scalar* out, index_t out_stride,
-                  const Finish& finish = {}) {
-  constexpr int width = Eigen::internal::unpacket_traits<Packet>::size;
-  for (index_t j0 = 0; j0 < packets; j0 += NP) {
-    const index_t n = packets - j0 < NP ? packets - j0 : NP;
-    const Scalar* r = rhs + j0 * width;
-    for (index_t i0 = 0; i0 < rows; i0 += MR) {
-      const StridedOperand<Scalar> l{lhs.data + i0 * lhs.row_stride, lhs.row_stride,
-                                     lhs.depth_stride};
-      Scalar* o = out + i0 * out_stride + j0 * width;
-      // The narrower remainder of a row of packets gets micro-tiles of its own width.
-      if (n == NP)
-        micro_tile<Packet, MR, NP, accumulate>(l, r, rhs_stride, depth, o, out_stride, finish, i0,
-                                               j0);
-      else if (n == 3)
-        micro_tile<Packet, MR, 3, accumulate>(l, r, rhs_stride, depth, o, out_stride, finish, i0,
-                                              j0);
-      else if (n == 2)
-        micro_tile<Packet, MR, 2, accumulate>(l, r, rhs_stride, depth, o, out_stride, finish, i0,
-                                              j0);
-      else
-        micro_tile<Packet, MR, 1, accumulate>(l, r, rhs_stride, depth, o, out_stride, finish, i0,
-                                              j0);
-    }
-  }
+void micro_tile_columns(index_t packets, StridedOperand<Scalar> lhs, const Scalar* rhs,
+                        index_t rhs_stride, index_t depth, Scalar* out, index_t out_stride,
+                        const Finish& finish, index_t row, index_t packet) {
+  if (packets == NP)
+    micro_tile<Packet, MR, NP, accumulate>(lhs, rhs, rhs_stride, depth, out, out_stride, finish,
+                                           row, packet);
+  else if (packets == 3)
+    micro_tile<Packet, MR, 3, accumulate>(lhs, rhs, rhs_stride, depth, out, out_stride, finish, row,
+                                          packet);
+  else if (packets == 2)
+    micro_tile<Packet, MR, 2, accumulate>(lhs, rhs, rhs_stride, depth, out, out_stride, finish, row,
+                                          packet);
+  else
+    micro_tile<Packet, MR, 1, accumulate>(lhs, rhs, rhs_stride, depth, out, out_stride, finish, row,
+                                          packet);
 }
 
 }  // namespace detail
