@@ -182,11 +182,10 @@ class ForwardWorker {
     return {keys_.data(), g_.head_dim, 1};
   }
 
-  /// Values [t0, t0 + cols) as rows of whole packets (row_stride is the distance between rows).
+  /// Values [t0, t0 + cols) as contiguous rows of whole packets in Acc. Always copied: the P V
+  /// product reads the tile once per micro-tile of rows, and in place that would walk rows a
+  /// whole token apart (one page each with 32 heads of 128) every time.
   StridedOperand<Acc> value_tile(index_t b, index_t kv, index_t t0, index_t cols) {
-    if constexpr (std::is_same<T, Acc>::value) {
-      if (v_.strides[3] == 1 && g_.value_dim % W == 0) return {v_.row(b, t0, kv), v_.strides[1], 1};
-    }
     for (index_t c = 0; c < cols; ++c)
       load_vector(v_.row(b, t0 + c, kv), v_.strides[3], g_.value_dim,
                   values_.data() + c * value_stride_);
