@@ -44,6 +44,7 @@ plot "$data/fused_1.dat" using 1:2 with linespoints lw 2 title "alibi fused, 1 t
      "$data/materialised_eigen_1.dat" using 1:2 with linespoints lw 2 title "materialised Eigen, 1 thread", \
      "$data/materialised_eigen_2.dat" using 1:2 with linespoints lw 2 title "materialised Eigen, 2 threads"
 unset logscale y
+set key right center
 set ylabel "GFLOP/s (2 S^2 D H per call)"
 set yrange [0:*]
 plot "$data/fused_1.dat" using 1:3 with linespoints lw 2 title "alibi fused, 1 thread", \

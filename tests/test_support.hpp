@@ -122,6 +122,7 @@ inline std::vector<Case> semantic_cases() {
       [](alibi::Params& p) { p.causal = false; });
   add("value dim differs from head dim", {1, 33, 47, 2, 2, 5, 11}, none);
   add("GQA 8 / 2", {1, 30, 40, 8, 2, 8, 8}, none);
+  add("MQA with more query heads than a task has rows", {1, 3, 40, 136, 1, 8, 8}, none);
   add("MQA 4 / 1, bidirectional", {1, 30, 40, 4, 1, 8, 8},
       [](alibi::Params& p) { p.causal = false; });
   add("sliding window left", {1, 90, 90, 2, 2, 8, 8}, [](alibi::Params& p) { p.window_left = 9; });
