@@ -51,11 +51,14 @@ TEST_CASE("a decode row against 10^6 keys sees the exact bias at distance 10^6",
   const long double r = std::exp(-static_cast<long double>(m));
   const long double S = (1 - std::pow(r, static_cast<long double>(N))) / (1 - r);
   const Decode d = decode(n, dim, value_dim, q, k, v, p);
+  // The float kernel sums about 1500 non-negligible weights (nearest first): 1e-5 relative is
+  // its round-off, and still 400 times finer than a distance off by one.
   for (const auto* out : {&d.out, &d.ref}) {
-    CHECK((*out)[0] == Approx(double(1 / (1 + S))).epsilon(2e-6));
-    CHECK((*out)[1] == Approx(double(S / (1 + S))).epsilon(2e-6));
+    CHECK((*out)[0] == Approx(double(1 / (1 + S))).epsilon(1e-5));
+    CHECK((*out)[1] == Approx(double(S / (1 + S))).epsilon(1e-5));
   }
-  CHECK(d.lse == Approx(double(std::log(1 + S))).epsilon(2e-6));
+  CHECK(d.ref[0] == Approx(double(1 / (1 + S))).epsilon(1e-6));
+  CHECK(d.lse == Approx(double(std::log(1 + S))).epsilon(1e-5));
   CHECK(d.ref_lse == Approx(double(std::log(1 + S))).epsilon(2e-7));
 }
 

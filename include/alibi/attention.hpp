@@ -36,7 +36,7 @@ void attention(TensorView<const detail::nondeduced<T>> q, TensorView<const detai
                 "alibi::attention: T must be float, double, Eigen::half or Eigen::bfloat16");
   const detail::Geometry geometry =
       detail::validate_forward("alibi::attention", q, k, v, out, params, lse);
-  detail::forward(geometry, q, k, v, out, lse, params.num_threads);
+  detail::forward(geometry, q, k, v, out, lse, params.num_threads, params.stats);
 }
 
 }  // namespace alibi

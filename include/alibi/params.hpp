@@ -1,12 +1,20 @@
 #pragma once
 // What an attention call computes beyond its tensors: mask, slopes, scale, positions, threads.
 
+#include <cstdint>
 #include <optional>
 #include <vector>
 
 #include "tensor_view.hpp"
 
 namespace alibi {
+
+/// What a call of alibi::attention did, for tests and tuning (see Params::stats): keys visited,
+/// summed over tasks (blocks of up to 128 query rows), against the keys those tasks' masks allow.
+struct AttentionStats {
+  std::int64_t keys_visited = 0;
+  std::int64_t keys_allowed = 0;
+};
 
 /// Options of `alibi::attention` and `alibi::reference::attention`.
 ///
@@ -37,6 +45,16 @@ struct Params {
   /// index >= seqlens_k[b] are never attended, and bottom-right alignment uses this length.
   /// Empty: all Sk keys are valid in every row.
   std::vector<index_t> seqlens_k;
+  /// Tail skip: key tiles are walked from the nearest to the farthest, and the walk stops once
+  /// the total weight all remaining keys could still carry (bounded by Cauchy-Schwarz on q.k and
+  /// the linear bias, with the largest remaining key norm) is at most tail_tolerance times each
+  /// row's running sum. Every normalised weight then moves by at most about tail_tolerance
+  /// (relative) and the output by at most about 2 x tail_tolerance x max |v|. The default, float
+  /// round-off, keeps results exact to float precision; 0 visits every allowed key. A zero slope,
+  /// huge key norms or NaN simply keep the walk going. alibi::reference::attention ignores it.
+  float tail_tolerance = 0x1p-24f;
+  /// When not null, the call stores what it did there.
+  AttentionStats* stats = nullptr;
 };
 
 }  // namespace alibi

@@ -6,8 +6,11 @@
 // products (micro_kernel.hpp). The Sq x Sk matrix never exists: extra memory is O(threads x tile).
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstdint>
 #include <limits>
+#include <optional>
 #include <type_traits>
 
 #include <Eigen/Core>
@@ -18,6 +21,7 @@
 #include "numeric.hpp"
 #include "parallel.hpp"
 #include "scratch.hpp"
+#include "tail_bound.hpp"
 #include "tile_softmax.hpp"
 
 namespace alibi {
@@ -29,16 +33,20 @@ inline index_t round_up(index_t x, index_t multiple) {
 
 /// How a call is cut into tasks (see ForwardWorker).
 struct ForwardTasks {
-  index_t group;      // query heads per kv head
-  index_t positions;  // query positions per task
-  index_t blocks;     // tasks per (batch, kv head)
-  index_t rows;       // rows a task buffer must hold
-  index_t count;      // tasks in all
+  index_t group;                         // query heads per kv head
+  index_t positions;                     // query positions per task
+  index_t blocks;                        // tasks per (batch, kv head)
+  index_t rows;                          // rows a task buffer must hold
+  index_t count;                         // tasks in all
+  const KeyNormBounds* norms = nullptr;  // set when the tail skip is on
+  struct Counters {
+    std::atomic<std::int64_t> keys_visited{0}, keys_allowed{0};
+  }* counters = nullptr;
 
   template <class Acc>
   static ForwardTasks make(const Geometry& g) {
     using Traits = kernel_traits<Acc>;
-    ForwardTasks t;
+    ForwardTasks t{};
     t.group = g.heads_q / g.heads_kv;
     t.positions = std::max<index_t>(1, Traits::query_rows / t.group);
     t.blocks = (g.seq_q + t.positions - 1) / t.positions;
@@ -88,7 +96,8 @@ class ForwardWorker {
         output_(std::size_t(stride_ * value_stride_), Acc(0)),
         softmax_(stride_),
         queries_of_(std::size_t(stride_)),
-        heads_of_(std::size_t(stride_)) {}
+        heads_of_(std::size_t(stride_)),
+        query_norms_(std::size_t(stride_)) {}
 
   void operator()(index_t task) {
     // Consecutive tasks share a kv head, whose keys and values then stay in cache; within a head
@@ -100,6 +109,7 @@ class ForwardWorker {
     const index_t n = std::min(tasks_.positions, g_.seq_q - i0);
     const index_t rows = tasks_.group * n;
     const index_t row_packets = (rows + W - 1) / W;
+    index_t visited = 0;
 
     std::fill(queries_.begin(), queries_.end(), Acc(0));
     std::fill(output_.begin(), output_.end(), Acc(0));
@@ -120,52 +130,106 @@ class ForwardWorker {
       span.end = std::max(span.end, keys.end);
     }
 
-    for (index_t t0 = span.begin; t0 < span.end; t0 += KB) {
-      const index_t cols = std::min(KB, span.end - t0);
-      softmax_.prepare(rows, t0, cols, g_.key_position(t0));
-      // scoresᵀ [keys x rows] = K Qᵀ, finished in registers with the bias, the mask and each
-      // row's max over the tile; only the columns some row of a micro-tile can attend.
-      const StridedOperand<Acc> keys = key_tile(b, kv, t0, cols);
-      for (index_t j0 = 0; j0 < row_packets; j0 += NP) {
-        const index_t packets = std::min<index_t>(NP, row_packets - j0);
-        const KeyRange columns = softmax_.columns(j0 * W, packets * W);
-        for (index_t c0 = columns.begin / MR * MR; c0 < columns.end; c0 += MR)
-          micro_tile_columns<Packet, MR, NP, false>(
-              packets, StridedOperand<Acc>{keys.data + c0 * keys.row_stride, keys.row_stride, 1},
-              queries_.data() + j0 * W, stride_, g_.head_dim,
-              scores_.data() + c0 * stride_ + j0 * W, stride_, softmax_.finish(), c0, j0);
-      }
-      // The logits become softmax weights P; then output [rows x Dv] += P V, each micro-tile of
-      // rows over the keys its rows can attend, with P read out of the transposed scores.
-      softmax_.normalize(rows, scores_.data(), stride_, output_.data(), value_stride_);
-      const StridedOperand<Acc> values = value_tile(b, kv, t0, cols);
-      const index_t value_packets = value_stride_ / W;
-      for (index_t j0 = 0; j0 < value_packets; j0 += NP) {
-        const index_t packets = std::min<index_t>(NP, value_packets - j0);
-        for (index_t r0 = 0; r0 < rows; r0 += MR) {
-          const KeyRange columns = softmax_.columns(r0, MR);
-          if (columns.empty()) continue;
-          micro_tile_columns<Packet, MR, NP, true>(
-              packets,
-              StridedOperand<Acc>{scores_.data() + columns.begin * stride_ + r0, 1, stride_},
-              values.data + columns.begin * values.row_stride + j0 * W, values.row_stride,
-              columns.end - columns.begin, output_.data() + r0 * value_stride_ + j0 * W,
-              value_stride_, StoreTile{}, r0, j0);
-        }
-      }
+    if (span.empty()) span = KeyRange{};
+    // Key tiles from the nearest to the farthest: the keys at and before the block's last
+    // position going left, those after it going right, whichever side is nearer next. Unvisited
+    // keys are [span.begin, left) and [right, span.end).
+    index_t first_row = std::numeric_limits<index_t>::max(), last_row = 0;
+    for (index_t r = 0; r < rows; ++r) {
+      first_row = std::min(first_row, softmax_.position(r) - g_.key_offset);
+      last_row = std::max(last_row, softmax_.position(r) - g_.key_offset);
     }
+    const index_t anchor = std::min(std::max(last_row + 1, span.begin), span.end);
+    index_t left = anchor, right = anchor;
+    while (left > span.begin || right < span.end) {
+      index_t t0, cols;
+      if (left > span.begin && (right >= span.end || first_row - (left - 1) <= right - last_row)) {
+        t0 = std::max(span.begin, left - KB);
+        cols = left - t0;
+        left = t0;
+      } else {
+        t0 = right;
+        cols = std::min(KB, span.end - right);
+        right += cols;
+      }
+      process_tile(b, kv, t0, cols, rows, row_packets);
+      visited += cols;
+      if (tasks_.norms != nullptr && tail_is_negligible(b, kv, rows, left, right)) break;
+    }
+    tasks_.counters->keys_visited += visited;
+    tasks_.counters->keys_allowed += span.end - span.begin;
 
     for (index_t r = 0; r < rows; ++r) write_row(b, r);
   }
 
  private:
+  /// One key tile [t0, t0 + cols): scores, online softmax step, P V.
+  void process_tile(index_t b, index_t kv, index_t t0, index_t cols, index_t rows,
+                    index_t row_packets) {
+    softmax_.prepare(rows, t0, cols, g_.key_position(t0));
+    // scoresᵀ [keys x rows] = K Qᵀ, finished in registers with the bias, the mask and each
+    // row's max over the tile; only the columns some row of a micro-tile can attend.
+    const StridedOperand<Acc> keys = key_tile(b, kv, t0, cols);
+    for (index_t j0 = 0; j0 < row_packets; j0 += NP) {
+      const index_t packets = std::min<index_t>(NP, row_packets - j0);
+      const KeyRange columns = softmax_.columns(j0 * W, packets * W);
+      for (index_t c0 = columns.begin / MR * MR; c0 < columns.end; c0 += MR)
+        micro_tile_columns<Packet, MR, NP, false>(
+            packets, StridedOperand<Acc>{keys.data + c0 * keys.row_stride, keys.row_stride, 1},
+            queries_.data() + j0 * W, stride_, g_.head_dim, scores_.data() + c0 * stride_ + j0 * W,
+            stride_, softmax_.finish(), c0, j0);
+    }
+    // The logits become softmax weights P; then output [rows x Dv] += P V, each micro-tile of
+    // rows over the keys its rows can attend, with P read out of the transposed scores.
+    softmax_.normalize(rows, scores_.data(), stride_, output_.data(), value_stride_);
+    const StridedOperand<Acc> values = value_tile(b, kv, t0, cols);
+    const index_t value_packets = value_stride_ / W;
+    for (index_t j0 = 0; j0 < value_packets; j0 += NP) {
+      const index_t packets = std::min<index_t>(NP, value_packets - j0);
+      for (index_t r0 = 0; r0 < rows; r0 += MR) {
+        const KeyRange columns = softmax_.columns(r0, MR);
+        if (columns.empty()) continue;
+        micro_tile_columns<Packet, MR, NP, true>(
+            packets, StridedOperand<Acc>{scores_.data() + columns.begin * stride_ + r0, 1, stride_},
+            values.data + columns.begin * values.row_stride + j0 * W, values.row_stride,
+            columns.end - columns.begin, output_.data() + r0 * value_stride_ + j0 * W,
+            value_stride_, StoreTile{}, r0, j0);
+      }
+    }
+  }
+
+  /// Whether every row's unvisited keys, [.., left) and [right, ..), can carry at most
+  /// tail_tolerance times its running sum (see tail_bound.hpp).
+  bool tail_is_negligible(index_t b, index_t kv, index_t rows, index_t left, index_t right) const {
+    const double tolerance = g_.tail_tolerance;
+    for (index_t r = 0; r < rows; ++r) {
+      const KeyRange keys = softmax_.keys(r);
+      const index_t p = softmax_.position(r);
+      const double slope = softmax_.slope(r), max = softmax_.max(r);
+      double bound = 0;
+      if (keys.begin < std::min(left, keys.end))
+        bound += tail_weight(query_norms_[r], tasks_.norms->before(b, kv, left), slope,
+                             p - g_.key_position(std::min(left, keys.end) - 1), max);
+      if (std::max(right, keys.begin) < keys.end)
+        bound += tail_weight(query_norms_[r], tasks_.norms->from(b, kv, right), slope,
+                             g_.key_position(std::max(right, keys.begin)) - p, max);
+      if (!(bound <= tolerance * double(softmax_.sum(r)))) return false;  // NaN: keep walking
+    }
+    return true;
+  }
+
   /// Row r of the query block into column r of Qᵀ, scaled: the bias is added after the scale,
   /// as in FlashAttention.
   void load_query(index_t b, index_t r) {
     const T* src = q_.row(b, queries_of_[r], heads_of_[r]);
     const Acc scale = Acc(g_.scale);
-    for (index_t d = 0; d < g_.head_dim; ++d)
-      queries_[d * stride_ + r] = Acc(src[d * q_.strides[3]]) * scale;
+    double squares = 0;
+    for (index_t d = 0; d < g_.head_dim; ++d) {
+      const Acc x = Acc(src[d * q_.strides[3]]) * scale;
+      queries_[d * stride_ + r] = x;
+      squares += double(x) * double(x);
+    }
+    query_norms_[r] = std::sqrt(squares);
   }
 
   /// Keys [t0, t0 + cols) of kv head `kv` as rows: read in place when they already are rows of
@@ -213,15 +277,32 @@ class ForwardWorker {
   scratch_vector<Acc> queries_, keys_, values_, scores_, output_;
   TileSoftmax<Acc> softmax_;
   std::vector<index_t> queries_of_, heads_of_;
+  std::vector<double> query_norms_;  // of the scaled query rows, for the tail bound
 };
 
-/// Runs the fused forward over all tasks.
+/// Whether the tail skip can pay: a tolerance, keys beyond a couple of tiles, a decaying head.
+inline bool wants_tail_skip(const Geometry& g, index_t key_block) {
+  return g.tail_tolerance > 0 && g.seq_k > 2 * key_block &&
+         std::any_of(g.slopes.begin(), g.slopes.end(), [](float m) { return m > 0; });
+}
+
+/// Runs the fused forward over all tasks. `norms`: key norm bounds the caller keeps (a KV
+/// cache); without them, and with the tail skip on, they are measured here in one pass over k.
 template <class T>
 void forward(const Geometry& g, TensorView<const T> q, TensorView<const T> k, TensorView<const T> v,
-             TensorView<T> out, float* lse, int num_threads) {
-  const ForwardTasks tasks = ForwardTasks::make<accum_t<T>>(g);
+             TensorView<T> out, float* lse, int num_threads, AttentionStats* stats,
+             const KeyNormBounds* norms = nullptr) {
+  ForwardTasks tasks = ForwardTasks::make<accum_t<T>>(g);
+  std::optional<KeyNormBounds> measured;
+  if (wants_tail_skip(g, kernel_traits<accum_t<T>>::key_block)) {
+    if (norms == nullptr) norms = &measured.emplace(KeyNormBounds::measure(k, num_threads));
+    tasks.norms = norms;
+  }
+  ForwardTasks::Counters counters;
+  tasks.counters = &counters;
   parallel_tasks(tasks.count, num_threads,
                  [&] { return ForwardWorker<T>(g, tasks, q, k, v, out, lse); });
+  if (stats != nullptr) *stats = AttentionStats{counters.keys_visited, counters.keys_allowed};
 }
 
 }  // namespace detail

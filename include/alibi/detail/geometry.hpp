@@ -32,6 +32,7 @@ struct Geometry {
   std::vector<index_t> seqlens_k;
   std::optional<index_t> query_offset;
   index_t key_offset = 0;
+  float tail_tolerance = 0;
 
   Geometry(index_t batch_, index_t seq_q_, index_t seq_k_, index_t heads_q_, index_t heads_kv_,
            index_t head_dim_, index_t value_dim_, const Params& p)
@@ -51,7 +52,8 @@ struct Geometry {
         slopes(p.slopes.empty() ? alibi::slopes(static_cast<int>(heads_q_)) : p.slopes),
         seqlens_k(p.seqlens_k),
         query_offset(p.query_offset),
-        key_offset(p.key_offset.value_or(0)) {}
+        key_offset(p.key_offset.value_or(0)),
+        tail_tolerance(p.tail_tolerance) {}
 
   /// Number of valid keys in batch row b.
   index_t valid_keys(index_t b) const { return seqlens_k.empty() ? seq_k : seqlens_k[b]; }

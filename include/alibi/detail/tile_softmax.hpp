@@ -56,6 +56,8 @@ class TileSoftmax {
   void clear_row(index_t r) { set_row(r, 0, KeyRange{}, Acc(0)); }
 
   const KeyRange& keys(index_t r) const { return keys_[r]; }
+  index_t position(index_t r) const { return positions_[r]; }
+  Acc slope(index_t r) const { return -minus_slope_[r]; }
 
   /// Per row, for keys [t0, t0 + cols) at positions from first_key_position: the distance of the
   /// tile's first key, the allowed columns, whether each packet of rows needs the mask, the

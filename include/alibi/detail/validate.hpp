@@ -132,6 +132,9 @@ inline void check_params(const char* fn, const Params& params, index_t batch, in
     fail(fn, "params.window_left and window_right must be >= -1, got (" +
                  std::to_string(params.window_left) + ", " + std::to_string(params.window_right) +
                  ")");
+  if (!(params.tail_tolerance >= 0.0f) || !std::isfinite(params.tail_tolerance))
+    fail(fn, "params.tail_tolerance must be finite and >= 0, got " +
+                 std::to_string(params.tail_tolerance));
   if (params.num_threads < 0)
     fail(fn, "params.num_threads must be >= 0, got " + std::to_string(params.num_threads));
   for (const auto* offset : {&params.query_offset, &params.key_offset})
