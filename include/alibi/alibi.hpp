@@ -4,6 +4,7 @@
 
 #include "attention.hpp"
 #include "bias.hpp"
+#include "merge.hpp"
 #include "params.hpp"
 #include "reference.hpp"
 #include "slopes.hpp"
