@@ -4,6 +4,7 @@
 
 #include "attention.hpp"
 #include "bias.hpp"
+#include "kv_cache.hpp"
 #include "merge.hpp"
 #include "params.hpp"
 #include "reference.hpp"

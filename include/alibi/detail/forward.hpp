@@ -39,6 +39,7 @@ struct ForwardTasks {
   index_t rows;                          // rows a task buffer must hold
   index_t count;                         // tasks in all
   const KeyNormBounds* norms = nullptr;  // set when the tail skip is on
+  index_t norms_shift = 0;  // key t of the call is key norms_shift + t of norms
   struct Counters {
     std::atomic<std::int64_t> keys_visited{0}, keys_allowed{0};
   }* counters = nullptr;
@@ -208,10 +209,10 @@ class ForwardWorker {
       const double slope = softmax_.slope(r), max = softmax_.max(r);
       double bound = 0;
       if (keys.begin < std::min(left, keys.end))
-        bound += tail_weight(query_norms_[r], tasks_.norms->before(b, kv, left), slope,
+        bound += tail_weight(query_norms_[r], tasks_.norms->before(b, kv, tasks_.norms_shift + left), slope,
                              p - g_.key_position(std::min(left, keys.end) - 1), max);
       if (std::max(right, keys.begin) < keys.end)
-        bound += tail_weight(query_norms_[r], tasks_.norms->from(b, kv, right), slope,
+        bound += tail_weight(query_norms_[r], tasks_.norms->from(b, kv, tasks_.norms_shift + right), slope,
                              g_.key_position(std::max(right, keys.begin)) - p, max);
       if (!(bound <= tolerance * double(softmax_.sum(r)))) return false;  // NaN: keep walking
     }
@@ -287,16 +288,22 @@ inline bool wants_tail_skip(const Geometry& g, index_t key_block) {
 }
 
 /// Runs the fused forward over all tasks. `norms`: key norm bounds the caller keeps (a KV
-/// cache); without them, and with the tail skip on, they are measured here in one pass over k.
+/// cache; with suffix maxima prepared when not causal); without them, and with the tail skip
+/// on, they are measured here in one pass over k.
 template <class T>
 void forward(const Geometry& g, TensorView<const T> q, TensorView<const T> k, TensorView<const T> v,
              TensorView<T> out, float* lse, int num_threads, AttentionStats* stats,
-             const KeyNormBounds* norms = nullptr) {
+             const KeyNormBounds* norms = nullptr, index_t norms_shift = 0) {
   ForwardTasks tasks = ForwardTasks::make<accum_t<T>>(g);
   std::optional<KeyNormBounds> measured;
   if (wants_tail_skip(g, kernel_traits<accum_t<T>>::key_block)) {
-    if (norms == nullptr) norms = &measured.emplace(KeyNormBounds::measure(k, num_threads));
+    if (norms == nullptr) {
+      measured.emplace(KeyNormBounds::measure(k, num_threads));
+      if (!g.causal) measured->prepare_suffix();
+      norms = &*measured;
+    }
     tasks.norms = norms;
+    tasks.norms_shift = measured ? 0 : norms_shift;
   }
   ForwardTasks::Counters counters;
   tasks.counters = &counters;

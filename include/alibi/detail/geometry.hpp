@@ -33,6 +33,9 @@ struct Geometry {
   std::optional<index_t> query_offset;
   index_t key_offset = 0;
   float tail_tolerance = 0;
+  /// Per batch row, the position of query 0 (internal: a split-KV call keeps each row's
+  /// positions while its key range shrinks); overrides query_offset when not empty.
+  std::vector<index_t> batch_query_offsets;
 
   Geometry(index_t batch_, index_t seq_q_, index_t seq_k_, index_t heads_q_, index_t heads_kv_,
            index_t head_dim_, index_t value_dim_, const Params& p)
@@ -59,6 +62,7 @@ struct Geometry {
   index_t valid_keys(index_t b) const { return seqlens_k.empty() ? seq_k : seqlens_k[b]; }
   /// Absolute position of query i of batch row b.
   index_t query_position(index_t b, index_t i) const {
+    if (!batch_query_offsets.empty()) return batch_query_offsets[b] + i;
     return query_offset ? *query_offset + i : key_offset + valid_keys(b) - seq_q + i;
   }
   /// Absolute position of key t.

@@ -26,60 +26,98 @@ inline float nan_max(float a, float b) {
   return !std::isnan(a) && (std::isnan(b) || b > a) ? b : a;
 }
 
+/// Upper bounds of key norms over any prefix or suffix of a (batch, kv head)'s keys, from maxima
+/// over blocks of 64 keys. Prefix maxima are kept as keys are added (a KV cache adds a token at a
+/// time: O(new keys)); suffix maxima, needed only when keys lie after a query (not causal), are
+/// computed on request.
 class KeyNormBounds {
  public:
-  /// Keys per block of the maxima.
   static constexpr index_t block = 64;
 
-  /// Measures every key of `k` (all Sk rows of every batch row and kv head): one pass over k.
+  KeyNormBounds() = default;
+  /// Room for `keys` keys per (b, kv), all norms 0.
+  KeyNormBounds(index_t batch, index_t heads, index_t keys)
+      : heads_(heads),
+        blocks_((keys + block - 1) / block),
+        block_max_(std::size_t(batch * heads * blocks_), 0.0f),
+        prefix_(block_max_.size(), 0.0f) {}
+
+  /// Every key of `k`, measured in one pass (tasks over (b, kv) on `threads` threads).
   template <class T>
   static KeyNormBounds measure(const TensorView<const T>& k, int threads) {
     KeyNormBounds bounds(k.batch(), k.heads(), k.seq());
     parallel_tasks(k.batch() * k.heads(), threads, [&] {
-      return [&](index_t pair) {
-        const index_t b = pair / k.heads(), kv = pair % k.heads();
-        float* maxima = bounds.block_max_.data() + pair * bounds.blocks_;
-        for (index_t t = 0; t < k.seq(); ++t) {
-          const T* key = k.row(b, t, kv);
-          double squares = 0;
-          for (index_t d = 0; d < k.head_dim(); ++d) {
-            const double x = double(key[d * k.strides[3]]);
-            squares += x * x;
-          }
-          float& m = maxima[t / block];
-          m = nan_max(m, float(std::sqrt(squares)));
-        }
-      };
+      return
+          [&](index_t pair) { bounds.add_keys(k, pair / k.heads(), pair % k.heads(), 0, k.seq()); };
     });
-    bounds.finish();
     return bounds;
   }
 
-  /// From block maxima the caller keeps (a KV cache): blocks_per_row values per (b, kv), in
-  /// (b * heads + kv) order.
-  KeyNormBounds(index_t batch, index_t heads, index_t seq)
-      : heads_(heads),
-        blocks_((seq + block - 1) / block),
-        block_max_(std::size_t(batch * heads * blocks_), 0.0f) {}
-  float* block_maxima(index_t b, index_t kv) {
-    return block_max_.data() + (b * heads_ + kv) * blocks_;
-  }
-  /// Turns the block maxima into prefix and suffix maxima; call once they are all set.
-  void finish() {
-    prefix_.resize(block_max_.size());
-    suffix_.resize(block_max_.size());
-    for (std::size_t row = 0; row * std::size_t(blocks_) < block_max_.size(); ++row) {
-      const std::size_t first = row * std::size_t(blocks_), last = first + std::size_t(blocks_);
-      float running = 0;
-      for (std::size_t i = first; i < last; ++i)
-        prefix_[i] = running = nan_max(running, block_max_[i]);
-      running = 0;
-      for (std::size_t i = last; i-- > first;)
-        suffix_[i] = running = nan_max(running, block_max_[i]);
+  /// Folds the norms of keys [begin, end) of (b, kv) of `k` (indexed as stored) into the maxima.
+  template <class T>
+  void add_keys(const TensorView<const T>& k, index_t b, index_t kv, index_t begin, index_t end) {
+    if (end <= begin) return;
+    float* maxima = block_max_.data() + (b * heads_ + kv) * blocks_;
+    for (index_t t = begin; t < end; ++t) {
+      const T* key = k.row(b, t, kv);
+      double squares = 0;
+      for (index_t d = 0; d < k.head_dim(); ++d) {
+        const double x = double(key[d * k.strides[3]]);
+        squares += x * x;
+      }
+      maxima[t / block] = nan_max(maxima[t / block], float(std::sqrt(squares)));
     }
+    // Later blocks hold no keys yet, so the prefix maxima change only up to the last new block.
+    float* prefix = prefix_.data() + (b * heads_ + kv) * blocks_;
+    for (index_t i = begin / block; i <= (end - 1) / block; ++i)
+      prefix[i] = nan_max(i == 0 ? 0.0f : prefix[i - 1], maxima[i]);
+    suffix_ready_ = false;
   }
 
-  /// The largest key norm among keys [0, end) and [begin, Sk) of (b, kv): upper bounds (whole
+  /// Room for `keys` keys per (b, kv), keeping what is there.
+  void reserve(index_t batch, index_t keys) {
+    const index_t blocks = (keys + block - 1) / block;
+    if (blocks <= blocks_) return;
+    std::vector<float> maxima(std::size_t(batch * heads_ * blocks), 0.0f),
+        prefix(maxima.size(), 0.0f);
+    for (index_t row = 0; row < batch * heads_; ++row)
+      for (index_t i = 0; i < blocks_; ++i) {
+        maxima[std::size_t(row * blocks + i)] = block_max_[std::size_t(row * blocks_ + i)];
+        prefix[std::size_t(row * blocks + i)] = prefix_[std::size_t(row * blocks_ + i)];
+      }
+    block_max_.swap(maxima);
+    prefix_.swap(prefix);
+    blocks_ = blocks;
+    suffix_ready_ = false;
+  }
+
+  /// Forgets the first `blocks` blocks of every (b, kv): their keys were dropped from the front.
+  void drop_front(index_t blocks) {
+    for (index_t row = 0; row * blocks_ < index_t(block_max_.size()); ++row) {
+      float* maxima = block_max_.data() + row * blocks_;
+      std::copy(maxima + blocks, maxima + blocks_, maxima);
+      std::fill(maxima + blocks_ - blocks, maxima + blocks_, 0.0f);
+      float* prefix = prefix_.data() + row * blocks_;
+      float running = 0;
+      for (index_t i = 0; i < blocks_; ++i) prefix[i] = running = nan_max(running, maxima[i]);
+    }
+    suffix_ready_ = false;
+  }
+
+  /// Suffix maxima, for calls with keys after their queries.
+  void prepare_suffix() {
+    if (suffix_ready_) return;
+    suffix_.resize(block_max_.size());
+    for (index_t row = 0; row * blocks_ < index_t(block_max_.size()); ++row) {
+      float running = 0;
+      for (index_t i = blocks_; i-- > 0;)
+        suffix_[std::size_t(row * blocks_ + i)] = running =
+            nan_max(running, block_max_[std::size_t(row * blocks_ + i)]);
+    }
+    suffix_ready_ = true;
+  }
+
+  /// The largest key norm among keys [0, end) and [begin, ...) of (b, kv): upper bounds (whole
   /// blocks), NaN-safe (a NaN norm makes the bound NaN and the skip never fires).
   float before(index_t b, index_t kv, index_t end) const {
     return end <= 0 ? 0.0f : prefix_[std::size_t((b * heads_ + kv) * blocks_ + (end - 1) / block)];
@@ -91,8 +129,9 @@ class KeyNormBounds {
   }
 
  private:
-  index_t heads_, blocks_;
+  index_t heads_ = 0, blocks_ = 0;
   std::vector<float> block_max_, prefix_, suffix_;
+  bool suffix_ready_ = false;
 };
 
 /// The bound above for one side of one row: keys from distance `distance` on, the largest of

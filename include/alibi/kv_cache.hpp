@@ -1,0 +1,291 @@
+#pragma once
+// A growing KV cache for streaming decode, and attention against it. The cache keeps per-block
+// key norm maxima as tokens arrive, so a decode step with the tail skip costs O(keys visited),
+// not O(context); long decodes split the key range over threads and merge (flash-decoding).
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "detail/forward.hpp"
+#include "detail/numeric.hpp"
+#include "detail/tail_bound.hpp"
+#include "detail/validate.hpp"
+#include "merge.hpp"
+#include "params.hpp"
+#include "tensor_view.hpp"
+
+namespace alibi {
+
+/// Keys and values of one attention layer, [B, capacity, Hkv, D] (values [.., Dv]), for T float,
+/// double, Eigen::half or Eigen::bfloat16. Each batch row has its own length. Capacity grows
+/// geometrically (an append copies the cache only when it doubles). With keep_last > 0 (a
+/// sliding-window model) the cache drops keys from the front once every row holds more than
+/// keep_last of them, so memory stays bounded; positions stay absolute (first_position()).
+///
+///     alibi::KVCache<float> cache(1, 8, 128);
+///     cache.append(k_prompt, v_prompt);                  // [1, n, 8, 128]
+///     alibi::attention(q_prompt, cache, out_prompt);     // causal prefill
+///     cache.append(k_token, v_token);                    // [1, 1, 8, 128]
+///     alibi::attention(q_token, cache, out_token);       // one decode step
+template <class T>
+class KVCache {
+ public:
+  KVCache(index_t batch, index_t kv_heads, index_t head_dim, index_t value_dim = 0,
+          index_t keep_last = 0)
+      : batch_(batch),
+        heads_(kv_heads),
+        head_dim_(head_dim),
+        value_dim_(value_dim > 0 ? value_dim : head_dim),
+        keep_last_(keep_last),
+        lengths_(std::size_t(std::max<index_t>(batch, 0)), 0) {
+    const char* fn = "alibi::KVCache";
+    if (batch < 1 || kv_heads < 1 || head_dim < 1 || value_dim < 0 || keep_last < 0)
+      detail::fail(fn, "needs batch, kv_heads, head_dim >= 1 and value_dim, keep_last >= 0, got " +
+                           std::to_string(batch) + ", " + std::to_string(kv_heads) + ", " +
+                           std::to_string(head_dim) + ", " + std::to_string(value_dim) + ", " +
+                           std::to_string(keep_last));
+    norms_ = detail::KeyNormBounds(batch, kv_heads, 0);
+  }
+
+  /// Appends k [B, n, Hkv, D] and v [B, n, Hkv, Dv]: batch row b takes its first counts[b]
+  /// tokens (all n when counts is empty). Throws std::invalid_argument on shapes that do not fit.
+  void append(TensorView<const detail::nondeduced<T>> k, TensorView<const detail::nondeduced<T>> v,
+              const std::vector<index_t>& counts = {}) {
+    const char* fn = "alibi::KVCache::append";
+    detail::check_view(fn, "k", k);
+    detail::check_view(fn, "v", v);
+    if (k.batch() != batch_ || k.heads() != heads_ || k.head_dim() != head_dim_ ||
+        v.batch() != batch_ || v.seq() != k.seq() || v.heads() != heads_ ||
+        v.head_dim() != value_dim_)
+      detail::fail(fn, "k " + detail::shape_string(k.shape) + " and v " +
+                           detail::shape_string(v.shape) + " do not fit a cache of batch " +
+                           std::to_string(batch_) + ", " + std::to_string(heads_) +
+                           " kv heads, head_dim " + std::to_string(head_dim_) + ", value_dim " +
+                           std::to_string(value_dim_));
+    if (!counts.empty() && index_t(counts.size()) != batch_)
+      detail::fail(fn, "counts has " + std::to_string(counts.size()) + " values for batch " +
+                           std::to_string(batch_));
+    for (std::size_t b = 0; b < counts.size(); ++b)
+      if (counts[b] < 0 || counts[b] > k.seq())
+        detail::fail(fn, "counts[" + std::to_string(b) + "] = " + std::to_string(counts[b]) +
+                             " is outside [0, " + std::to_string(k.seq()) + "]");
+    const auto needed = [&] {
+      index_t longest = 0;
+      for (index_t b = 0; b < batch_; ++b)
+        longest = std::max(longest, lengths_[std::size_t(b)] +
+                                        (counts.empty() ? k.seq() : counts[std::size_t(b)]));
+      return longest;
+    };
+    if (keep_last_ > 0 && needed() > capacity_) drop_front();
+    reserve(needed());
+    for (index_t b = 0; b < batch_; ++b) {
+      const index_t n = counts.empty() ? k.seq() : counts[std::size_t(b)];
+      const index_t at = lengths_[std::size_t(b)];
+      for (index_t t = 0; t < n; ++t)
+        for (index_t h = 0; h < heads_; ++h) {
+          T* key = keys_.data() + ((b * capacity_ + at + t) * heads_ + h) * head_dim_;
+          T* value = values_.data() + ((b * capacity_ + at + t) * heads_ + h) * value_dim_;
+          for (index_t d = 0; d < head_dim_; ++d) key[d] = k(b, t, h, d);
+          for (index_t d = 0; d < value_dim_; ++d) value[d] = v(b, t, h, d);
+        }
+      for (index_t h = 0; h < heads_; ++h) norms_.add_keys(keys(), b, h, at, at + n);
+      lengths_[std::size_t(b)] = at + n;
+    }
+  }
+
+  index_t batch() const { return batch_; }
+  index_t kv_heads() const { return heads_; }
+  index_t head_dim() const { return head_dim_; }
+  index_t value_dim() const { return value_dim_; }
+  /// Keys held for batch row b, and the longest row.
+  index_t length(index_t b) const { return lengths_[std::size_t(b)]; }
+  index_t longest() const { return *std::max_element(lengths_.begin(), lengths_.end()); }
+  const std::vector<index_t>& lengths() const { return lengths_; }
+  /// Absolute position of slot 0 (keys dropped from the front so far).
+  index_t first_position() const { return first_position_; }
+  index_t capacity() const { return capacity_; }
+  /// Bytes of key and value storage.
+  std::size_t bytes() const { return (keys_.capacity() + values_.capacity()) * sizeof(T); }
+
+  /// The stored keys and values, [B, longest(), Hkv, D]: slots past a row's length hold nothing.
+  TensorView<const T> keys() const {
+    return {keys_.data(),
+            {batch_, longest(), heads_, head_dim_},
+            {capacity_ * heads_ * head_dim_, heads_ * head_dim_, head_dim_, 1}};
+  }
+  TensorView<const T> values() const {
+    return {values_.data(),
+            {batch_, longest(), heads_, value_dim_},
+            {capacity_ * heads_ * value_dim_, heads_ * value_dim_, value_dim_, 1}};
+  }
+  /// Per-block key norm maxima, kept as keys arrive (for the tail skip).
+  detail::KeyNormBounds& norms() const { return norms_; }
+
+ private:
+  void reserve(index_t keys) {
+    if (keys <= capacity_) return;
+    const index_t capacity = std::max<index_t>({keys, 2 * capacity_, 256});
+    std::vector<T> k(std::size_t(batch_ * capacity * heads_ * head_dim_));
+    std::vector<T> v(std::size_t(batch_ * capacity * heads_ * value_dim_));
+    for (index_t b = 0; b < batch_; ++b) {
+      const index_t n = lengths_[std::size_t(b)];
+      std::copy_n(keys_.data() + b * capacity_ * heads_ * head_dim_, n * heads_ * head_dim_,
+                  k.data() + b * capacity * heads_ * head_dim_);
+      std::copy_n(values_.data() + b * capacity_ * heads_ * value_dim_, n * heads_ * value_dim_,
+                  v.data() + b * capacity * heads_ * value_dim_);
+    }
+    keys_.swap(k);
+    values_.swap(v);
+    capacity_ = capacity;
+    norms_.reserve(batch_, capacity);
+  }
+
+  /// Drops whole norm blocks from the front of every row, as many as keep every row at or above
+  /// keep_last keys: O(cache) once per about keep_last appended tokens.
+  void drop_front() {
+    const index_t shortest = *std::min_element(lengths_.begin(), lengths_.end());
+    const index_t block = detail::KeyNormBounds::block;
+    const index_t drop = std::max<index_t>(0, shortest - keep_last_) / block * block;
+    if (drop == 0) return;
+    for (index_t b = 0; b < batch_; ++b) {
+      const index_t n = lengths_[std::size_t(b)] - drop;
+      T* k = keys_.data() + b * capacity_ * heads_ * head_dim_;
+      T* v = values_.data() + b * capacity_ * heads_ * value_dim_;
+      std::copy_n(k + drop * heads_ * head_dim_, n * heads_ * head_dim_, k);
+      std::copy_n(v + drop * heads_ * value_dim_, n * heads_ * value_dim_, v);
+      lengths_[std::size_t(b)] = n;
+    }
+    norms_.drop_front(drop / block);
+    first_position_ += drop;
+  }
+
+  index_t batch_, heads_, head_dim_, value_dim_, keep_last_;
+  index_t capacity_ = 0, first_position_ = 0;
+  std::vector<index_t> lengths_;
+  std::vector<T> keys_, values_;
+  mutable detail::KeyNormBounds norms_;
+};
+
+namespace detail {
+
+/// Keys per chunk of a split-KV decode: fixed (not derived from the thread count) so that the
+/// result does not depend on it.
+constexpr index_t decode_chunk = 16384;
+
+/// Decode against a long cache: the nearest chunk first (all threads over its (batch, kv head)
+/// tasks); if the keys beyond it are provably negligible against it (the tail bound, with half
+/// the tolerance), done; otherwise the remaining chunks, nearest first, as parallel tasks of one
+/// thread each (each skipping within itself with half the tolerance), merged in chunk order.
+template <class T>
+void split_forward(const Geometry& g, TensorView<const T> q, TensorView<const T> k,
+                   TensorView<const T> v, TensorView<T> out, float* lse, int threads,
+                   const KeyNormBounds* norms, AttentionStats* stats) {
+  using Acc = accum_t<T>;
+  const index_t rows = g.batch * g.heads_q * g.seq_q,
+                chunks = (g.seq_k + decode_chunk - 1) / decode_chunk;
+  const auto chunk_geometry = [&](index_t c, float tolerance) {
+    Geometry part = g;
+    const index_t end = g.seq_k - c * decode_chunk,
+                  begin = std::max<index_t>(0, end - decode_chunk);
+    part.seq_k = end - begin;
+    part.key_offset = g.key_offset + begin;
+    part.tail_tolerance = tolerance;
+    part.seqlens_k.assign(std::size_t(g.batch), 0);
+    part.batch_query_offsets.assign(std::size_t(g.batch), 0);
+    for (index_t b = 0; b < g.batch; ++b) {
+      part.seqlens_k[std::size_t(b)] =
+          std::min(std::max<index_t>(g.valid_keys(b) - begin, 0), end - begin);
+      part.batch_query_offsets[std::size_t(b)] = g.query_position(b, 0);
+    }
+    return std::make_pair(part, begin);
+  };
+  const auto slice = [](auto view, index_t begin, index_t count) {
+    view.data = view.row(0, begin, 0);
+    view.shape[1] = count;
+    return view;
+  };
+  std::vector<float> first_lse(static_cast<std::size_t>(rows));
+  std::vector<AttentionStats> chunk_stats(static_cast<std::size_t>(chunks));
+  {
+    const auto [part, begin] = chunk_geometry(0, g.tail_tolerance / 2);
+    forward(part, q, slice(k, begin, part.seq_k), slice(v, begin, part.seq_k), out,
+            first_lse.data(), threads, &chunk_stats[0], norms, begin);
+  }
+  // Whether every row's keys before the first chunk can carry at most tolerance/2 of its sum.
+  const index_t first_begin = std::max<index_t>(0, g.seq_k - decode_chunk);
+  bool rest_negligible = g.tail_tolerance > 0 && norms != nullptr;
+  for (index_t b = 0; b < g.batch && rest_negligible; ++b)
+    for (index_t h = 0; h < g.heads_q && rest_negligible; ++h)
+      for (index_t i = 0; i < g.seq_q && rest_negligible; ++i) {
+        const index_t p = g.query_position(b, i);
+        const KeyRange keys = g.allowed_keys(b, p);
+        if (keys.begin >= std::min(first_begin, keys.end)) continue;  // nothing left for this row
+        double squares = 0;
+        for (index_t d = 0; d < g.head_dim; ++d) {
+          const double x = double(Acc(q(b, i, h, d))) * double(g.scale);
+          squares += x * x;
+        }
+        const double log_sum = first_lse[std::size_t((b * g.heads_q + h) * g.seq_q + i)];
+        const double bound = tail_weight(
+            std::sqrt(squares), norms->before(b, g.kv_head(h), first_begin), g.slope(b, h),
+            p - g.key_position(std::min(first_begin, keys.end) - 1), log_sum);
+        rest_negligible = bound <= g.tail_tolerance / 2;  // NaN: keep going
+      }
+  AttentionStats total = chunk_stats[0];
+  if (!rest_negligible && chunks > 1) {
+    std::vector<std::vector<T>> outs(std::size_t(chunks - 1));
+    std::vector<std::vector<float>> lses(std::size_t(chunks - 1));
+    parallel_tasks(chunks - 1, threads, [&] {
+      return [&](index_t task) {
+        const index_t c = task + 1;
+        const auto [part, begin] = chunk_geometry(c, g.tail_tolerance / 2);
+        outs[std::size_t(task)].resize(std::size_t(rows * g.value_dim));
+        lses[std::size_t(task)].resize(std::size_t(rows));
+        TensorView<T> partial =
+            make_view(outs[std::size_t(task)].data(), g.batch, g.seq_q, g.heads_q, g.value_dim);
+        forward(part, q, slice(k, begin, part.seq_k), slice(v, begin, part.seq_k), partial,
+                lses[std::size_t(task)].data(), 1, &chunk_stats[std::size_t(c)], norms, begin);
+      };
+    });
+    for (index_t c = 1; c < chunks; ++c) {
+      merge(TensorView<const T>(out), first_lse.data(),
+            TensorView<const T>(make_view(outs[std::size_t(c - 1)].data(), g.batch, g.seq_q,
+                                          g.heads_q, g.value_dim)),
+            lses[std::size_t(c - 1)].data(), out, first_lse.data());
+      total.keys_visited += chunk_stats[std::size_t(c)].keys_visited;
+      total.keys_allowed += chunk_stats[std::size_t(c)].keys_allowed;
+    }
+  }
+  if (lse != nullptr) std::copy(first_lse.begin(), first_lse.end(), lse);
+  if (stats != nullptr) *stats = total;
+}
+
+}  // namespace detail
+
+/// Attention of q [B, Sq, Hq, D] against everything `cache` holds: keys at absolute positions
+/// from cache.first_position(), each batch row over its own length (Params::key_offset and
+/// seqlens_k are set from the cache and must be left unset). With the default causal mask and
+/// bottom-right alignment, q is the newest Sq tokens (already appended). Uses the cache's key
+/// norm bounds for the tail skip; a short q against a long cache splits the keys over threads
+/// and merges (bitwise the same result for any thread count).
+template <class T>
+void attention(TensorView<const detail::nondeduced<T>> q, const KVCache<T>& cache,
+               TensorView<T> out, Params params = {}, float* lse = nullptr) {
+  const char* fn = "alibi::attention(KVCache)";
+  if (params.key_offset || !params.seqlens_k.empty())
+    detail::fail(fn,
+                 "params.key_offset and params.seqlens_k come from the cache; leave them unset");
+  params.key_offset = cache.first_position();
+  params.seqlens_k = cache.lengths();
+  const TensorView<const T> k = cache.keys(), v = cache.values();
+  const detail::Geometry g = detail::validate_forward(fn, q, k, v, out, params, lse);
+  if (!g.causal) cache.norms().prepare_suffix();
+  if (g.seq_q <= 16 && g.seq_k > detail::decode_chunk)
+    detail::split_forward(g, q, k, v, out, lse, params.num_threads, &cache.norms(), params.stats);
+  else
+    detail::forward(g, q, k, v, out, lse, params.num_threads, params.stats, &cache.norms());
+}
+
+}  // namespace alibi
