@@ -18,8 +18,9 @@
 
 namespace alibi {
 
-/// Keys and values of one attention layer, [B, capacity, Hkv, D] (values [.., Dv]), for T float,
-/// double, Eigen::half or Eigen::bfloat16. Each batch row has its own length. Capacity grows
+/// Keys and values of one attention layer for T float, double, Eigen::half or Eigen::bfloat16,
+/// stored head-major ([B, Hkv, capacity, D]: each head's keys contiguous, so a decode step streams
+/// them) and seen through BSHD views. Each batch row has its own length. Capacity grows
 /// geometrically (an append copies the cache only when it doubles). With keep_last > 0 (a
 /// sliding-window model) the cache drops keys from the front once every row holds more than
 /// keep_last of them, so memory stays bounded; positions stay absolute (first_position()).
@@ -83,10 +84,10 @@ class KVCache {
     for (index_t b = 0; b < batch_; ++b) {
       const index_t n = counts.empty() ? k.seq() : counts[std::size_t(b)];
       const index_t at = lengths_[std::size_t(b)];
-      for (index_t t = 0; t < n; ++t)
-        for (index_t h = 0; h < heads_; ++h) {
-          T* key = keys_.data() + ((b * capacity_ + at + t) * heads_ + h) * head_dim_;
-          T* value = values_.data() + ((b * capacity_ + at + t) * heads_ + h) * value_dim_;
+      for (index_t h = 0; h < heads_; ++h)
+        for (index_t t = 0; t < n; ++t) {
+          T* key = key_row(b, h, at + t);
+          T* value = value_row(b, h, at + t);
           for (index_t d = 0; d < head_dim_; ++d) key[d] = k(b, t, h, d);
           for (index_t d = 0; d < value_dim_; ++d) value[d] = v(b, t, h, d);
         }
@@ -113,29 +114,37 @@ class KVCache {
   TensorView<const T> keys() const {
     return {keys_.data(),
             {batch_, longest(), heads_, head_dim_},
-            {capacity_ * heads_ * head_dim_, heads_ * head_dim_, head_dim_, 1}};
+            {heads_ * capacity_ * head_dim_, head_dim_, capacity_ * head_dim_, 1}};
   }
   TensorView<const T> values() const {
     return {values_.data(),
             {batch_, longest(), heads_, value_dim_},
-            {capacity_ * heads_ * value_dim_, heads_ * value_dim_, value_dim_, 1}};
+            {heads_ * capacity_ * value_dim_, value_dim_, capacity_ * value_dim_, 1}};
   }
   /// Per-block key norm maxima, kept as keys arrive (for the tail skip).
   detail::KeyNormBounds& norms() const { return norms_; }
 
  private:
+  T* key_row(index_t b, index_t h, index_t t) {
+    return keys_.data() + ((b * heads_ + h) * capacity_ + t) * head_dim_;
+  }
+  T* value_row(index_t b, index_t h, index_t t) {
+    return values_.data() + ((b * heads_ + h) * capacity_ + t) * value_dim_;
+  }
+
   void reserve(index_t keys) {
     if (keys <= capacity_) return;
     const index_t capacity = std::max<index_t>({keys, 2 * capacity_, 256});
-    std::vector<T> k(std::size_t(batch_ * capacity * heads_ * head_dim_));
-    std::vector<T> v(std::size_t(batch_ * capacity * heads_ * value_dim_));
-    for (index_t b = 0; b < batch_; ++b) {
-      const index_t n = lengths_[std::size_t(b)];
-      std::copy_n(keys_.data() + b * capacity_ * heads_ * head_dim_, n * heads_ * head_dim_,
-                  k.data() + b * capacity * heads_ * head_dim_);
-      std::copy_n(values_.data() + b * capacity_ * heads_ * value_dim_, n * heads_ * value_dim_,
-                  v.data() + b * capacity * heads_ * value_dim_);
-    }
+    std::vector<T> k(std::size_t(batch_ * heads_ * capacity * head_dim_));
+    std::vector<T> v(std::size_t(batch_ * heads_ * capacity * value_dim_));
+    for (index_t b = 0; b < batch_; ++b)
+      for (index_t h = 0; h < heads_; ++h) {
+        const index_t n = lengths_[std::size_t(b)];
+        std::copy_n(key_row(b, h, 0), n * head_dim_,
+                    k.data() + (b * heads_ + h) * capacity * head_dim_);
+        std::copy_n(value_row(b, h, 0), n * value_dim_,
+                    v.data() + (b * heads_ + h) * capacity * value_dim_);
+      }
     keys_.swap(k);
     values_.swap(v);
     capacity_ = capacity;
@@ -151,10 +160,10 @@ class KVCache {
     if (drop == 0) return;
     for (index_t b = 0; b < batch_; ++b) {
       const index_t n = lengths_[std::size_t(b)] - drop;
-      T* k = keys_.data() + b * capacity_ * heads_ * head_dim_;
-      T* v = values_.data() + b * capacity_ * heads_ * value_dim_;
-      std::copy_n(k + drop * heads_ * head_dim_, n * heads_ * head_dim_, k);
-      std::copy_n(v + drop * heads_ * value_dim_, n * heads_ * value_dim_, v);
+      for (index_t h = 0; h < heads_; ++h) {
+        std::copy_n(key_row(b, h, drop), n * head_dim_, key_row(b, h, 0));
+        std::copy_n(value_row(b, h, drop), n * value_dim_, value_row(b, h, 0));
+      }
       lengths_[std::size_t(b)] = n;
     }
     norms_.drop_front(drop / block);

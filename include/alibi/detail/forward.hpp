@@ -39,7 +39,7 @@ struct ForwardTasks {
   index_t rows;                          // rows a task buffer must hold
   index_t count;                         // tasks in all
   const KeyNormBounds* norms = nullptr;  // set when the tail skip is on
-  index_t norms_shift = 0;  // key t of the call is key norms_shift + t of norms
+  index_t norms_shift = 0;               // key t of the call is key norms_shift + t of norms
   struct Counters {
     std::atomic<std::int64_t> keys_visited{0}, keys_allowed{0};
   }* counters = nullptr;
@@ -110,6 +110,7 @@ class ForwardWorker {
     const index_t n = std::min(tasks_.positions, g_.seq_q - i0);
     const index_t rows = tasks_.group * n;
     const index_t row_packets = (rows + W - 1) / W;
+    row_stride_ = round_up(rows, Traits::row_unit);
     index_t visited = 0;
 
     std::fill(queries_.begin(), queries_.end(), Acc(0));
@@ -177,12 +178,12 @@ class ForwardWorker {
       for (index_t c0 = columns.begin / MR * MR; c0 < columns.end; c0 += MR)
         micro_tile_columns<Packet, MR, NP, false>(
             packets, StridedOperand<Acc>{keys.data + c0 * keys.row_stride, keys.row_stride, 1},
-            queries_.data() + j0 * W, stride_, g_.head_dim, scores_.data() + c0 * stride_ + j0 * W,
-            stride_, softmax_.finish(), c0, j0);
+            queries_.data() + j0 * W, row_stride_, g_.head_dim,
+            scores_.data() + c0 * row_stride_ + j0 * W, row_stride_, softmax_.finish(), c0, j0);
     }
     // The logits become softmax weights P; then output [rows x Dv] += P V, each micro-tile of
     // rows over the keys its rows can attend, with P read out of the transposed scores.
-    softmax_.normalize(rows, scores_.data(), stride_, output_.data(), value_stride_);
+    softmax_.normalize(rows, scores_.data(), row_stride_, output_.data(), value_stride_);
     const StridedOperand<Acc> values = value_tile(b, kv, t0, cols);
     const index_t value_packets = value_stride_ / W;
     for (index_t j0 = 0; j0 < value_packets; j0 += NP) {
@@ -191,7 +192,8 @@ class ForwardWorker {
         const KeyRange columns = softmax_.columns(r0, MR);
         if (columns.empty()) continue;
         micro_tile_columns<Packet, MR, NP, true>(
-            packets, StridedOperand<Acc>{scores_.data() + columns.begin * stride_ + r0, 1, stride_},
+            packets,
+            StridedOperand<Acc>{scores_.data() + columns.begin * row_stride_ + r0, 1, row_stride_},
             values.data + columns.begin * values.row_stride + j0 * W, values.row_stride,
             columns.end - columns.begin, output_.data() + r0 * value_stride_ + j0 * W,
             value_stride_, StoreTile{}, r0, j0);
@@ -209,11 +211,12 @@ class ForwardWorker {
       const double slope = softmax_.slope(r), max = softmax_.max(r);
       double bound = 0;
       if (keys.begin < std::min(left, keys.end))
-        bound += tail_weight(query_norms_[r], tasks_.norms->before(b, kv, tasks_.norms_shift + left), slope,
-                             p - g_.key_position(std::min(left, keys.end) - 1), max);
+        bound +=
+            tail_weight(query_norms_[r], tasks_.norms->before(b, kv, tasks_.norms_shift + left),
+                        slope, p - g_.key_position(std::min(left, keys.end) - 1), max);
       if (std::max(right, keys.begin) < keys.end)
-        bound += tail_weight(query_norms_[r], tasks_.norms->from(b, kv, tasks_.norms_shift + right), slope,
-                             g_.key_position(std::max(right, keys.begin)) - p, max);
+        bound += tail_weight(query_norms_[r], tasks_.norms->from(b, kv, tasks_.norms_shift + right),
+                             slope, g_.key_position(std::max(right, keys.begin)) - p, max);
       if (!(bound <= tolerance * double(softmax_.sum(r)))) return false;  // NaN: keep walking
     }
     return true;
@@ -227,7 +230,7 @@ class ForwardWorker {
     double squares = 0;
     for (index_t d = 0; d < g_.head_dim; ++d) {
       const Acc x = Acc(src[d * q_.strides[3]]) * scale;
-      queries_[d * stride_ + r] = x;
+      queries_[d * row_stride_ + r] = x;
       squares += double(x) * double(x);
     }
     query_norms_[r] = std::sqrt(squares);
@@ -245,10 +248,16 @@ class ForwardWorker {
     return {keys_.data(), g_.head_dim, 1};
   }
 
-  /// Values [t0, t0 + cols) as contiguous rows of whole packets in Acc. Always copied: the P V
-  /// product reads the tile once per micro-tile of rows, and in place that would walk rows a
-  /// whole token apart (one page each with 32 heads of 128) every time.
+  /// Values [t0, t0 + cols) as rows of whole packets in Acc: read in place when they are rows of
+  /// Acc less than a page apart (a KV cache's head-major rows), else copied into scratch. The
+  /// P V product reads the tile once per micro-tile of rows, and rows a page or more apart (BSHD
+  /// with many heads) would cost a TLB miss each time.
   StridedOperand<Acc> value_tile(index_t b, index_t kv, index_t t0, index_t cols) {
+    if constexpr (std::is_same<T, Acc>::value) {
+      const index_t row_bytes = v_.strides[1] * index_t(sizeof(T));
+      if (v_.strides[3] == 1 && g_.value_dim % W == 0 && row_bytes > 0 && row_bytes < 4096)
+        return {v_.row(b, t0, kv), v_.strides[1], 1};
+    }
     for (index_t c = 0; c < cols; ++c)
       load_vector(v_.row(b, t0 + c, kv), v_.strides[3], g_.value_dim,
                   values_.data() + c * value_stride_);
@@ -273,8 +282,9 @@ class ForwardWorker {
   TensorView<const T> q_, k_, v_;
   TensorView<T> out_;
   float* lse_;
-  index_t stride_;        // query rows of the scratch tiles
-  index_t value_stride_;  // value_dim rounded up to whole packets
+  index_t stride_;          // query rows the scratch tiles can hold
+  index_t row_stride_ = 0;  // query rows of this task's tiles: compact for short tasks (decode)
+  index_t value_stride_;    // value_dim rounded up to whole packets
   scratch_vector<Acc> queries_, keys_, values_, scores_, output_;
   TileSoftmax<Acc> softmax_;
   std::vector<index_t> queries_of_, heads_of_;
