@@ -1,0 +1,39 @@
+#!/bin/sh
+# Draws decode tokens/s against context length, with the tail skip and dense, from alibi_bench's
+# JSON output:
+#   ./build/release/bench/alibi_bench --benchmark_filter='^decode/' --benchmark_out=decode.json
+#   bench/plot_decode.sh decode.json docs/decode.png
+# Needs gnuplot (Debian: gnuplot-nox) and awk.
+set -eu
+json=$1
+png=${2:-decode.png}
+data=$(mktemp -d)
+trap 'rm -rf "$data"' EXIT
+
+awk -v dir="$data" '
+  /"name":/ { name = $0; sub(/.*"name": "/, "", name); sub(/".*/, "", name); aggregate = "" }
+  /"aggregate_name":/ { aggregate = $0; sub(/.*"aggregate_name": "/, "", aggregate); sub(/".*/, "", aggregate) }
+  /"tokens\/s":/ { rate = $2; sub(/,/, "", rate) }
+  /^ *}/ {
+    if (name != "" && (aggregate == "" || aggregate == "median") && name ~ /^decode\//) {
+      context = name; sub(/.*context:/, "", context); sub(/\/.*/, "", context)
+      skip = name; sub(/.*skip:/, "", skip); sub(/\/.*/, "", skip)
+      print context, rate >> (dir "/skip_" skip ".dat")
+    }
+    name = ""
+  }' "$json"
+for f in "$data"/*.dat; do sort -n "$f" -o "$f"; done
+
+gnuplot <<GNUPLOT
+set terminal pngcairo size 800,480 font ",11"
+set output "$png"
+set title "Decode, Hq = 32, Hkv = 8, D = 128, float cache, slopes(32), 2 threads"
+set logscale xy
+set xlabel "context length (tokens)"
+set ylabel "tokens/s"
+set grid
+set key bottom left
+plot "$data/skip_1.dat" using 1:2 with linespoints lw 2 title "alibi, tail skip (default)", \
+     "$data/skip_0.dat" using 1:2 with linespoints lw 2 title "alibi, tail_tolerance = 0 (dense)"
+GNUPLOT
+echo "wrote $png"
