@@ -3,6 +3,7 @@
 // The one include users need. The fused kernel: attention.hpp -> detail/forward.hpp.
 
 #include "attention.hpp"
+#include "backward.hpp"
 #include "bias.hpp"
 #include "kv_cache.hpp"
 #include "merge.hpp"

@@ -8,6 +8,7 @@
 
 #include "detail/numeric.hpp"
 #include "detail/validate.hpp"
+#include "detail/validate_backward.hpp"
 #include "params.hpp"
 #include "tensor_view.hpp"
 
@@ -62,6 +63,96 @@ void attention(TensorView<const detail::nondeduced<T>> q, TensorView<const detai
           lse[(b * g.heads_q + h) * g.seq_q + i] =
               static_cast<float>(sum == 0 ? minus_inf : max + std::log(sum));
       }
+}
+
+/// Same contract and signature as alibi::attention_backward, materialised in double: the
+/// softmax is recomputed from q and k (lse is checked but not used), then
+/// dP = dout vᵀ, dS = P (dP - rowsum(dout out)), dq = scale dS k, dk = scale dSᵀ q, dv = Pᵀ dout,
+/// and dslopes[h] = sum over allowed (p, t) of dS (-|p - t|).
+template <class T>
+void attention_backward(TensorView<const detail::nondeduced<T>> q,
+                        TensorView<const detail::nondeduced<T>> k,
+                        TensorView<const detail::nondeduced<T>> v,
+                        TensorView<const detail::nondeduced<T>> out,
+                        TensorView<const detail::nondeduced<T>> dout, const float* lse,
+                        TensorView<T> dq, TensorView<T> dk, TensorView<T> dv,
+                        const Params& params = {}, float* dslopes = nullptr) {
+  const char* fn = "alibi::reference::attention_backward";
+  const detail::Geometry g =
+      detail::validate_backward(fn, q, k, v, out, dout, lse, dq, dk, dv, params);
+  const double minus_inf = -std::numeric_limits<double>::infinity();
+  std::vector<double> gq(std::size_t(g.batch * g.seq_q * g.heads_q * g.head_dim), 0.0);
+  std::vector<double> gk(std::size_t(g.batch * g.seq_k * g.heads_kv * g.head_dim), 0.0);
+  std::vector<double> gv(std::size_t(g.batch * g.seq_k * g.heads_kv * g.value_dim), 0.0);
+  std::vector<double> gm(g.slopes.size(), 0.0);
+  std::vector<double> logits(std::size_t(g.seq_k)), dp(std::size_t(g.seq_k));
+  for (index_t b = 0; b < g.batch; ++b)
+    for (index_t h = 0; h < g.heads_q; ++h) {
+      const index_t hk = g.kv_head(h);
+      const std::size_t slope_index = g.slopes.size() == std::size_t(g.heads_q)
+                                          ? std::size_t(h)
+                                          : std::size_t(b * g.heads_q + h);
+      for (index_t i = 0; i < g.seq_q; ++i) {
+        const index_t p = g.query_position(b, i);
+        double max = minus_inf;
+        for (index_t t = 0; t < g.seq_k; ++t) {
+          const index_t key = g.key_position(t);
+          if (t >= g.valid_keys(b) || !g.allowed(p, key)) {
+            logits[t] = minus_inf;
+            continue;
+          }
+          double dot = 0;
+          for (index_t d = 0; d < g.head_dim; ++d)
+            dot += double(q(b, i, h, d)) * double(k(b, t, hk, d));
+          logits[t] =
+              double(g.scale) * dot - double(g.slope(b, h)) * double(p > key ? p - key : key - p);
+          max = std::isnan(logits[t]) || logits[t] > max ? logits[t] : max;
+        }
+        if (max == minus_inf) continue;  // no allowed key: no gradient
+        double sum = 0;
+        for (index_t t = 0; t < g.seq_k; ++t)
+          if (logits[t] != minus_inf) sum += std::exp(logits[t] - max);
+        double row_dot = 0;  // rowsum(dout * out)
+        for (index_t d = 0; d < g.value_dim; ++d)
+          row_dot += double(dout(b, i, h, d)) * double(out(b, i, h, d));
+        for (index_t t = 0; t < g.seq_k; ++t) {
+          if (logits[t] == minus_inf) continue;
+          const double prob = std::exp(logits[t] - max) / sum;
+          double dprob = 0;
+          for (index_t d = 0; d < g.value_dim; ++d)
+            dprob += double(dout(b, i, h, d)) * double(v(b, t, hk, d));
+          const double ds = prob * (dprob - row_dot);
+          for (index_t d = 0; d < g.head_dim; ++d) {
+            gq[std::size_t(((b * g.seq_q + i) * g.heads_q + h) * g.head_dim + d)] +=
+                double(g.scale) * ds * double(k(b, t, hk, d));
+            gk[std::size_t(((b * g.seq_k + t) * g.heads_kv + hk) * g.head_dim + d)] +=
+                double(g.scale) * ds * double(q(b, i, h, d));
+          }
+          for (index_t d = 0; d < g.value_dim; ++d)
+            gv[std::size_t(((b * g.seq_k + t) * g.heads_kv + hk) * g.value_dim + d)] +=
+                prob * double(dout(b, i, h, d));
+          const index_t key = g.key_position(t);
+          gm[slope_index] -= ds * double(p > key ? p - key : key - p);
+        }
+      }
+    }
+  for (index_t b = 0; b < g.batch; ++b) {
+    for (index_t i = 0; i < g.seq_q; ++i)
+      for (index_t h = 0; h < g.heads_q; ++h)
+        for (index_t d = 0; d < g.head_dim; ++d)
+          dq(b, i, h, d) = T(gq[std::size_t(((b * g.seq_q + i) * g.heads_q + h) * g.head_dim + d)]);
+    for (index_t t = 0; t < g.seq_k; ++t)
+      for (index_t h = 0; h < g.heads_kv; ++h) {
+        for (index_t d = 0; d < g.head_dim; ++d)
+          dk(b, t, h, d) =
+              T(gk[std::size_t(((b * g.seq_k + t) * g.heads_kv + h) * g.head_dim + d)]);
+        for (index_t d = 0; d < g.value_dim; ++d)
+          dv(b, t, h, d) =
+              T(gv[std::size_t(((b * g.seq_k + t) * g.heads_kv + h) * g.value_dim + d)]);
+      }
+  }
+  if (dslopes != nullptr)
+    for (std::size_t j = 0; j < gm.size(); ++j) dslopes[j] = float(gm[j]);
 }
 
 }  // namespace reference

@@ -162,6 +162,13 @@ class TileSoftmax {
     }
   }
 
+  /// The per-row arrays prepare() fills (the backward's tile finishers read them too).
+  const Acc* distances() const { return distance_.data(); }
+  const Acc* minus_slopes() const { return minus_slope_.data(); }
+  const Acc* firsts() const { return first_.data(); }
+  const Acc* lasts() const { return last_.data(); }
+  const char* edges() const { return edge_.data(); }
+
   /// Row r's running sum of exp(logit - max) and its running max.
   Acc sum(index_t r) const { return sum_[r]; }
   Acc max(index_t r) const { return max_[r]; }

@@ -154,11 +154,12 @@ inline void check_params(const char* fn, const Params& params, index_t batch, in
   }
 }
 
-/// Validates a forward call and resolves its geometry.
-template <class T>
-Geometry validate_forward(const char* fn, const TensorView<const T>& q,
+/// The shapes and params of an attention call (out is only looked at for its shape), resolved
+/// into its geometry.
+template <class T, class Out>
+Geometry forward_geometry(const char* fn, const TensorView<const T>& q,
                           const TensorView<const T>& k, const TensorView<const T>& v,
-                          const TensorView<T>& out, const Params& params, const float* lse) {
+                          const TensorView<Out>& out, const Params& params) {
   check_view(fn, "q", q);
   check_view(fn, "k", k);
   check_view(fn, "v", v);
@@ -182,9 +183,19 @@ Geometry validate_forward(const char* fn, const TensorView<const T>& q,
                  std::to_string(q.batch()) + ", " + std::to_string(q.seq()) + ", " +
                  std::to_string(q.heads()) + ", " + std::to_string(v.head_dim()) + "]");
 
-  const index_t heads = q.heads(), batch = q.batch();
-  check_params(fn, params, batch, heads, k.seq());
+  check_params(fn, params, q.batch(), q.heads(), k.seq());
+  return Geometry(q.batch(), q.seq(), k.seq(), q.heads(), k.heads(), q.head_dim(), v.head_dim(),
+                  params);
+}
 
+/// Validates a forward call and resolves its geometry.
+template <class T>
+Geometry validate_forward(const char* fn, const TensorView<const T>& q,
+                          const TensorView<const T>& k, const TensorView<const T>& v,
+                          const TensorView<T>& out, const Params& params, const float* lse) {
+  Geometry g = forward_geometry(fn, q, k, v, out, params);
+  const index_t heads = q.heads(), batch = q.batch();
+  const std::string os = shape_string(out.shape);
   check_distinct_elements(fn, "out", out);
   const ByteSpan out_span = byte_span(fn, "out", out);
   const ByteSpan inputs[] = {byte_span(fn, "q", q), byte_span(fn, "k", k), byte_span(fn, "v", v)};
@@ -203,7 +214,7 @@ Geometry validate_forward(const char* fn, const TensorView<const T>& q,
       if (lse_span.overlaps(inputs[i]))
         fail(fn, std::string("lse overlaps ") + names[i] + " in memory");
   }
-  return Geometry(batch, q.seq(), k.seq(), heads, k.heads(), q.head_dim(), v.head_dim(), params);
+  return g;
 }
 
 }  // namespace detail

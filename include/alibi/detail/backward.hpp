@@ -1,0 +1,457 @@
+#pragma once
+// The fused backward (FlashAttention-2's algorithm, without atomics). P is recomputed per tile
+// from the forward's lse, dS = P (dP - D) with D = rowsum(dout out). Two passes, each task the
+// sole writer of what it produces, so the result is the same for any thread count:
+//   keys pass:    a task is one key tile of one (batch, kv head); it walks the query blocks that
+//                 can attend it and accumulates dk = scale dSᵀ q and dv = Pᵀ dout;
+//   queries pass: a task is a forward task (a block of query rows); it walks its key tiles and
+//                 accumulates dq = scale dS k and the rows' slope gradients sum dS (-|p - t|).
+// Every product is a register-blocked micro-tile (micro_kernel.hpp); P and dS are made in the
+// products' epilogues. Extra memory is O(threads x tile).
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#include <Eigen/Core>
+
+#include "forward.hpp"
+#include "geometry.hpp"
+#include "kernel_traits.hpp"
+#include "micro_kernel.hpp"
+#include "numeric.hpp"
+#include "packet_math.hpp"
+#include "parallel.hpp"
+#include "scratch.hpp"
+#include "tile_softmax.hpp"
+
+namespace alibi {
+namespace detail {
+
+template <class T>
+struct BackwardViews {
+  TensorView<const T> q, k, v, out, dout;
+  const float* lse;
+  TensorView<T> dq, dk, dv;
+  /// In double, lse corrected to double precision (the forward's is float); else empty.
+  std::vector<double> exact_lse = {};
+};
+
+/// What both passes share: a block of query rows (the heads of one kv group at consecutive
+/// positions) packed for the products, with their softmax shift and D, and key and value tiles
+/// as rows of whole packets.
+template <class T>
+class BackwardBlock {
+ protected:
+  using Acc = accum_t<T>;
+  using Traits = kernel_traits<Acc>;
+  using Packet = typename Traits::Packet;
+  static constexpr index_t W = Traits::width, KB = Traits::key_block;
+  static constexpr int MR = Traits::micro_rows, NP = Traits::micro_packets;
+
+  BackwardBlock(const Geometry& g, const ForwardTasks& tasks, const BackwardViews<T>& x)
+      : g_(g),
+        tasks_(tasks),
+        x_(x),
+        capacity_(tasks.rows),
+        dim_(round_up(g.head_dim, W)),
+        value_dim_(round_up(g.value_dim, W)),
+        queries_t_(std::size_t(g.head_dim * capacity_), Acc(0)),
+        queries_(std::size_t(capacity_ * dim_), Acc(0)),
+        douts_t_(std::size_t(g.value_dim * capacity_), Acc(0)),
+        douts_(std::size_t(capacity_ * value_dim_), Acc(0)),
+        keys_(std::size_t(KB * dim_), Acc(0)),
+        values_(std::size_t(KB * value_dim_), Acc(0)),
+        probs_(std::size_t(KB * capacity_), Acc(0)),
+        grads_(std::size_t(KB * capacity_), Acc(0)),
+        shift_(std::size_t(capacity_)),
+        row_dot_(std::size_t(capacity_)),
+        slope_grad_(std::size_t(capacity_)),
+        softmax_(capacity_),
+        queries_of_(std::size_t(capacity_)),
+        heads_of_(std::size_t(capacity_)) {}
+
+  /// Rows of query block `block` of (b, kv): returns their number and the keys any can attend.
+  KeyRange load_block(index_t b, index_t kv, index_t block) {
+    const index_t i0 = block * tasks_.positions;
+    const index_t n = std::min(tasks_.positions, g_.seq_q - i0);
+    rows_ = tasks_.group * n;
+    stride_ = round_up(rows_, Traits::row_unit);
+    std::fill(queries_t_.begin(), queries_t_.end(), Acc(0));
+    std::fill(douts_t_.begin(), douts_t_.end(), Acc(0));
+    std::fill(queries_.begin(), queries_.end(), Acc(0));
+    std::fill(douts_.begin(), douts_.end(), Acc(0));
+    KeyRange span{std::numeric_limits<index_t>::max(), std::numeric_limits<index_t>::min()};
+    const Acc scale = Acc(g_.scale);
+    for (index_t r = 0; r < capacity_; ++r) {
+      slope_grad_[r] = Acc(0);
+      if (r >= rows_) {  // padding: no keys, zero weights
+        softmax_.clear_row(r);
+        shift_[r] = Acc(0);
+        row_dot_[r] = Acc(0);
+        continue;
+      }
+      const index_t h = kv * tasks_.group + r / n, i = i0 + r % n;
+      heads_of_[r] = h;
+      queries_of_[r] = i;
+      const index_t position = g_.query_position(b, i);
+      const KeyRange keys = g_.allowed_keys(b, position);
+      softmax_.set_row(r, position, keys, Acc(g_.slope(b, h)));
+      const T* q = x_.q.row(b, i, h);
+      for (index_t d = 0; d < g_.head_dim; ++d) {
+        const Acc value = Acc(q[d * x_.q.strides[3]]) * scale;
+        queries_t_[d * stride_ + r] = value;
+        queries_[r * dim_ + d] = value;
+      }
+      const T* dout = x_.dout.row(b, i, h);
+      const T* out = x_.out.row(b, i, h);
+      Acc dot = 0;
+      for (index_t d = 0; d < g_.value_dim; ++d) {
+        const Acc value = Acc(dout[d * x_.dout.strides[3]]);
+        douts_t_[d * stride_ + r] = value;
+        douts_[r * value_dim_ + d] = value;
+        dot += value * Acc(out[d * x_.out.strides[3]]);
+      }
+      row_dot_[r] = dot;
+      // P = exp(logit - lse); a row with no allowed key (lse -inf) has only -inf logits.
+      const index_t row = (b * g_.heads_q + h) * g_.seq_q + i;
+      const Acc lse = x_.exact_lse.empty() ? Acc(x_.lse[row]) : Acc(x_.exact_lse[std::size_t(row)]);
+      shift_[r] =
+          lse == -std::numeric_limits<Acc>::infinity() ? std::numeric_limits<Acc>::infinity() : lse;
+      if (keys.empty()) continue;
+      span.begin = std::min(span.begin, keys.begin);
+      span.end = std::max(span.end, keys.end);
+    }
+    return span.empty() ? KeyRange{} : span;
+  }
+
+  /// Keys and values [t0, t0 + cols) of kv head `kv` as rows of whole packets, zero beyond cols
+  /// up to a whole micro-tile: in place when they already are, else copied.
+  StridedOperand<Acc> key_rows(index_t b, index_t kv, index_t t0, index_t cols) {
+    return rows_of(x_.k, g_.head_dim, dim_, keys_, b, kv, t0, cols);
+  }
+  StridedOperand<Acc> value_rows(index_t b, index_t kv, index_t t0, index_t cols) {
+    return rows_of(x_.v, g_.value_dim, value_dim_, values_, b, kv, t0, cols);
+  }
+
+  /// P for keys [t0, t0 + cols) and the block's rows, then dS: the two products with their
+  /// finishing epilogues, over the columns each group of rows can attend (all columns of the
+  /// tile when `whole`, for products that read every column).
+  void probabilities_and_grads(index_t t0, index_t cols, StridedOperand<Acc> keys,
+                               StridedOperand<Acc> values, bool whole, bool slope_grads) {
+    softmax_.prepare(rows_, t0, cols, g_.key_position(t0));
+    const index_t packets = (rows_ + W - 1) / W;
+    for (index_t j0 = 0; j0 < packets; j0 += NP) {
+      const index_t n = std::min<index_t>(NP, packets - j0);
+      KeyRange columns = whole ? KeyRange{0, cols} : softmax_.columns(j0 * W, n * W);
+      for (index_t c0 = columns.begin / MR * MR; c0 < columns.end; c0 += MR) {
+        micro_tile_columns<Packet, MR, NP, false>(
+            n, StridedOperand<Acc>{keys.data + c0 * keys.row_stride, keys.row_stride, 1},
+            queries_t_.data() + j0 * W, stride_, g_.head_dim, probs_.data() + c0 * stride_ + j0 * W,
+            stride_, ProbabilityTile{this}, c0, j0);
+        micro_tile_columns<Packet, MR, NP, false>(
+            n, StridedOperand<Acc>{values.data + c0 * values.row_stride, values.row_stride, 1},
+            douts_t_.data() + j0 * W, stride_, g_.value_dim, grads_.data() + c0 * stride_ + j0 * W,
+            stride_, GradientTile{this, slope_grads}, c0, j0);
+      }
+    }
+  }
+
+  /// For keys [t0, t0 + cols): P over the columns each group of rows can attend, summed into
+  /// sums[r] (the rows' sum of exp(logit - lse), 1 up to the rounding of lse).
+  void probability_sums(index_t t0, index_t cols, StridedOperand<Acc> keys, double* sums) {
+    softmax_.prepare(rows_, t0, cols, g_.key_position(t0));
+    const index_t packets = (rows_ + W - 1) / W;
+    for (index_t j0 = 0; j0 < packets; j0 += NP) {
+      const index_t n = std::min<index_t>(NP, packets - j0);
+      const KeyRange columns = softmax_.columns(j0 * W, n * W);
+      const index_t c_begin = columns.begin / MR * MR;
+      for (index_t c0 = c_begin; c0 < columns.end; c0 += MR)
+        micro_tile_columns<Packet, MR, NP, false>(
+            n, StridedOperand<Acc>{keys.data + c0 * keys.row_stride, keys.row_stride, 1},
+            queries_t_.data() + j0 * W, stride_, g_.head_dim, probs_.data() + c0 * stride_ + j0 * W,
+            stride_, ProbabilityTile{this}, c0, j0);
+      for (index_t r = j0 * W; r < std::min(rows_, (j0 + n) * W); ++r)
+        for (index_t c = c_begin; c < std::min(columns.end, round_up(columns.end, MR)); ++c)
+          sums[r] += double(probs_[c * stride_ + r]);
+    }
+  }
+
+  /// Finishes scoresᵀ into Pᵀ: bias, mask, exp(logit - lse).
+  struct ProbabilityTile {
+    const BackwardBlock* block;
+    template <int MR_, int NP_>
+    void operator()(Packet (&acc)[MR_][NP_], Acc* out, index_t out_stride, index_t key,
+                    index_t packet) const {
+      using namespace Eigen::internal;
+      const auto& s = block->softmax_;
+      const Packet minus_inf = pset1<Packet>(-std::numeric_limits<Acc>::infinity());
+      for (int j = 0; j < NP_; ++j) {
+        const index_t r0 = (packet + j) * W;
+        const Packet d0 = pload<Packet>(s.distances() + r0);
+        const Packet slope = pload<Packet>(s.minus_slopes() + r0);
+        const Packet lo = pload<Packet>(s.firsts() + r0), hi = pload<Packet>(s.lasts() + r0);
+        const Packet shift = pload<Packet>(&block->shift_[r0]);
+        const bool masked = s.edges()[packet + j] != 0;
+        for (int i = 0; i < MR_; ++i) {
+          const Packet column = pset1<Packet>(Acc(key + i));
+          Packet logit = pmadd(pabs(psub(d0, column)), slope, acc[i][j]);
+          if (masked)
+            logit = pselect(por(pcmp_lt(column, lo), pcmp_le(hi, column)), minus_inf, logit);
+          pstore(out + i * out_stride + j * W, exp_weight(psub(logit, shift)));
+        }
+      }
+    }
+  };
+
+  /// Finishes dPᵀ into dSᵀ = Pᵀ (dPᵀ - D), and (queries pass) adds dS (-|p - t|) to each row's
+  /// slope gradient.
+  struct GradientTile {
+    BackwardBlock* block;
+    bool slope_grads;
+    template <int MR_, int NP_>
+    void operator()(Packet (&acc)[MR_][NP_], Acc* out, index_t out_stride, index_t key,
+                    index_t packet) const {
+      using namespace Eigen::internal;
+      const Acc* probs = block->probs_.data() + key * out_stride + packet * W;
+      for (int j = 0; j < NP_; ++j) {
+        const index_t r0 = (packet + j) * W;
+        const Packet row_dot = pload<Packet>(&block->row_dot_[r0]);
+        const Packet d0 = pload<Packet>(block->softmax_.distances() + r0);
+        Packet slope_grad = pset1<Packet>(Acc(0));
+        for (int i = 0; i < MR_; ++i) {
+          const Packet p = pload<Packet>(probs + i * out_stride + j * W);
+          const Packet ds = pmul(p, psub(acc[i][j], row_dot));
+          pstore(out + i * out_stride + j * W, ds);
+          if (slope_grads)
+            slope_grad = psub(slope_grad, pmul(ds, pabs(psub(d0, pset1<Packet>(Acc(key + i))))));
+        }
+        if (slope_grads)
+          pstore(&block->slope_grad_[r0], padd(pload<Packet>(&block->slope_grad_[r0]), slope_grad));
+      }
+    }
+  };
+
+  const Geometry& g_;
+  const ForwardTasks& tasks_;
+  const BackwardViews<T>& x_;
+  index_t capacity_, dim_, value_dim_;  // rows the buffers hold; head dims in whole packets
+  index_t rows_ = 0, stride_ = 0;       // this block's rows, and its row stride
+  scratch_vector<Acc> queries_t_, queries_, douts_t_, douts_, keys_, values_, probs_, grads_;
+  scratch_vector<Acc> shift_, row_dot_, slope_grad_;
+  TileSoftmax<Acc> softmax_;  // the rows' positions, key ranges, slopes and per-tile masks
+  std::vector<index_t> queries_of_, heads_of_;
+
+ private:
+  StridedOperand<Acc> rows_of(const TensorView<const T>& x, index_t dim, index_t padded,
+                              scratch_vector<Acc>& buffer, index_t b, index_t kv, index_t t0,
+                              index_t cols) {
+    if constexpr (std::is_same<T, Acc>::value) {
+      if (x.strides[3] == 1 && dim == padded && cols % MR == 0)
+        return {x.row(b, t0, kv), x.strides[1], 1};
+    }
+    for (index_t c = 0; c < cols; ++c)
+      load_vector(x.row(b, t0 + c, kv), x.strides[3], dim, buffer.data() + c * padded);
+    std::fill(buffer.begin() + cols * padded, buffer.begin() + round_up(cols, MR) * padded, Acc(0));
+    return {buffer.data(), padded, 1};
+  }
+};
+
+/// Keys pass: dk and dv of one key tile of one (batch, kv head).
+template <class T>
+class KeyTileWorker : BackwardBlock<T> {
+  using Base = BackwardBlock<T>;
+  using Base::KB;
+  using Base::MR;
+  using Base::NP;
+  using Base::W;
+  using typename Base::Acc;
+  using typename Base::Packet;
+
+ public:
+  KeyTileWorker(const Geometry& g, const ForwardTasks& tasks, const BackwardViews<T>& x)
+      : Base(g, tasks, x),
+        dk_(std::size_t(KB * this->dim_)),
+        dv_(std::size_t(KB * this->value_dim_)) {}
+
+  void operator()(index_t task) {
+    const Geometry& g = this->g_;
+    const index_t tiles = (g.seq_k + KB - 1) / KB;
+    const index_t pair = task / tiles, t0 = (task % tiles) * KB;
+    const index_t b = pair / g.heads_kv, kv = pair % g.heads_kv;
+    const index_t cols = std::min(KB, g.seq_k - t0);
+    std::fill(dk_.begin(), dk_.end(), Acc(0));
+    std::fill(dv_.begin(), dv_.end(), Acc(0));
+    const StridedOperand<Acc> keys = this->key_rows(b, kv, t0, cols);
+    const StridedOperand<Acc> values = this->value_rows(b, kv, t0, cols);
+    const index_t covered = round_up(cols, MR);
+    for (index_t block = 0; block < this->tasks_.blocks; ++block) {
+      const KeyRange span = this->load_block(b, kv, block);
+      if (span.empty() || span.end <= t0 || span.begin >= t0 + cols) continue;
+      // Every column of the tile: the products below read all of Pᵀ and dSᵀ.
+      this->probabilities_and_grads(t0, cols, keys, values, true, false);
+      const index_t depth = round_up(this->rows_, W);
+      // dv += Pᵀ dout and dk += dSᵀ (scale q): keys by rows times rows by head dims.
+      for (index_t j0 = 0; j0 < this->value_dim_ / W; j0 += NP)
+        for (index_t c0 = 0; c0 < covered; c0 += MR)
+          micro_tile_columns<Packet, MR, NP, true>(
+              std::min<index_t>(NP, this->value_dim_ / W - j0),
+              StridedOperand<Acc>{this->probs_.data() + c0 * this->stride_, this->stride_, 1},
+              this->douts_.data() + j0 * W, this->value_dim_, depth,
+              dv_.data() + c0 * this->value_dim_ + j0 * W, this->value_dim_, StoreTile{}, c0, j0);
+      for (index_t j0 = 0; j0 < this->dim_ / W; j0 += NP)
+        for (index_t c0 = 0; c0 < covered; c0 += MR)
+          micro_tile_columns<Packet, MR, NP, true>(
+              std::min<index_t>(NP, this->dim_ / W - j0),
+              StridedOperand<Acc>{this->grads_.data() + c0 * this->stride_, this->stride_, 1},
+              this->queries_.data() + j0 * W, this->dim_, depth,
+              dk_.data() + c0 * this->dim_ + j0 * W, this->dim_, StoreTile{}, c0, j0);
+    }
+    for (index_t c = 0; c < cols; ++c) {
+      T* dk = this->x_.dk.row(b, t0 + c, kv);
+      T* dv = this->x_.dv.row(b, t0 + c, kv);
+      for (index_t d = 0; d < g.head_dim; ++d)
+        dk[d * this->x_.dk.strides[3]] = T(dk_[c * this->dim_ + d]);
+      for (index_t d = 0; d < g.value_dim; ++d)
+        dv[d * this->x_.dv.strides[3]] = T(dv_[c * this->value_dim_ + d]);
+    }
+  }
+
+ private:
+  scratch_vector<Acc> dk_, dv_;
+};
+
+/// Queries pass: dq of one block of query rows, and its rows' slope gradients into
+/// slope_grads[task * group + head in group].
+template <class T>
+class QueryBlockWorker : BackwardBlock<T> {
+  using Base = BackwardBlock<T>;
+  using Base::KB;
+  using Base::MR;
+  using Base::NP;
+  using Base::W;
+  using typename Base::Acc;
+  using typename Base::Packet;
+
+ public:
+  QueryBlockWorker(const Geometry& g, const ForwardTasks& tasks, const BackwardViews<T>& x,
+                   std::vector<double>* slope_grads)
+      : Base(g, tasks, x),
+        dq_(std::size_t(this->capacity_ * this->dim_)),
+        slope_grads_(slope_grads) {}
+
+  void operator()(index_t task) {
+    const Geometry& g = this->g_;
+    const index_t pair = task / this->tasks_.blocks, block = task % this->tasks_.blocks;
+    const index_t b = pair / g.heads_kv, kv = pair % g.heads_kv;
+    const KeyRange span = this->load_block(b, kv, block);
+    std::fill(dq_.begin(), dq_.end(), Acc(0));
+    const index_t rows = this->rows_;
+    for (index_t t0 = span.begin; t0 < span.end; t0 += KB) {
+      const index_t cols = std::min(KB, span.end - t0);
+      const StridedOperand<Acc> keys = this->key_rows(b, kv, t0, cols);
+      const StridedOperand<Acc> values = this->value_rows(b, kv, t0, cols);
+      this->probabilities_and_grads(t0, cols, keys, values, false, slope_grads_ != nullptr);
+      // dq += dS (scale k): rows by keys (dS read out of dSᵀ) times keys by head dims, each
+      // micro-tile of rows over the keys it can attend.
+      for (index_t j0 = 0; j0 < this->dim_ / W; j0 += NP)
+        for (index_t r0 = 0; r0 < rows; r0 += MR) {
+          const KeyRange columns = this->softmax_.columns(r0, MR);
+          if (columns.empty()) continue;
+          micro_tile_columns<Packet, MR, NP, true>(
+              std::min<index_t>(NP, this->dim_ / W - j0),
+              StridedOperand<Acc>{this->grads_.data() + columns.begin * this->stride_ + r0, 1,
+                                  this->stride_},
+              keys.data + columns.begin * keys.row_stride + j0 * W, keys.row_stride,
+              columns.end - columns.begin, dq_.data() + r0 * this->dim_ + j0 * W, this->dim_,
+              StoreTile{}, r0, j0);
+        }
+    }
+    const Acc scale = Acc(g.scale);
+    for (index_t r = 0; r < rows; ++r) {
+      T* dq = this->x_.dq.row(b, this->queries_of_[r], this->heads_of_[r]);
+      for (index_t d = 0; d < g.head_dim; ++d)
+        dq[d * this->x_.dq.strides[3]] = T(dq_[r * this->dim_ + d] * scale);
+      if (slope_grads_ != nullptr)
+        (*slope_grads_)[std::size_t(task * this->tasks_.group +
+                                    this->heads_of_[r] % this->tasks_.group)] +=
+            double(this->slope_grad_[r]);
+    }
+  }
+
+ private:
+  scratch_vector<Acc> dq_;
+  std::vector<double>* slope_grads_;
+};
+
+/// Double only: replaces each row's lse by lse + log(sum over its keys of exp(logit - lse)).
+template <class T>
+class LseRefiner : BackwardBlock<T> {
+  using Base = BackwardBlock<T>;
+  using Base::KB;
+
+ public:
+  LseRefiner(const Geometry& g, const ForwardTasks& tasks, BackwardViews<T>& x)
+      : Base(g, tasks, x), exact_(x.exact_lse), sums_(std::size_t(this->capacity_)) {}
+
+  void operator()(index_t task) {
+    const Geometry& g = this->g_;
+    const index_t pair = task / this->tasks_.blocks, block = task % this->tasks_.blocks;
+    const index_t b = pair / g.heads_kv, kv = pair % g.heads_kv;
+    const KeyRange span = this->load_block(b, kv, block);
+    std::fill(sums_.begin(), sums_.end(), 0.0);
+    for (index_t t0 = span.begin; t0 < span.end; t0 += KB) {
+      const index_t cols = std::min(KB, span.end - t0);
+      this->probability_sums(t0, cols, this->key_rows(b, kv, t0, cols), sums_.data());
+    }
+    for (index_t r = 0; r < this->rows_; ++r) {
+      double& lse = exact_[std::size_t((b * g.heads_q + this->heads_of_[r]) * g.seq_q +
+                                       this->queries_of_[r])];
+      if (sums_[std::size_t(r)] > 0) lse += std::log(sums_[std::size_t(r)]);
+    }
+  }
+
+ private:
+  std::vector<double>& exact_;
+  std::vector<double> sums_;
+};
+
+template <class T>
+void backward(const Geometry& g, BackwardViews<T> x, int threads, float* dslopes) {
+  using Acc = accum_t<T>;
+  const ForwardTasks tasks = ForwardTasks::make<Acc>(g);
+  if constexpr (std::is_same<Acc, double>::value) {
+    // The forward's lse is float: in double its rounding (1e-7 relative) would be the error of
+    // every gradient. One more pass over the scores recovers it: lse += log(sum of P).
+    x.exact_lse.assign(x.lse, x.lse + g.batch * g.heads_q * g.seq_q);
+    parallel_tasks(tasks.count, threads, [&] { return LseRefiner<T>(g, tasks, x); });
+  }
+  const index_t tiles =
+      (g.seq_k + kernel_traits<Acc>::key_block - 1) / kernel_traits<Acc>::key_block;
+  parallel_tasks(g.batch * g.heads_kv * tiles, threads,
+                 [&] { return KeyTileWorker<T>(g, tasks, x); });
+  std::vector<double> slope_grads(dslopes != nullptr ? std::size_t(tasks.count * tasks.group) : 0,
+                                  0.0);
+  parallel_tasks(tasks.count, threads, [&] {
+    return QueryBlockWorker<T>(g, tasks, x, dslopes != nullptr ? &slope_grads : nullptr);
+  });
+  if (dslopes == nullptr) return;
+  // Per (batch, head) in task order: the same sums whatever the thread count.
+  std::vector<double> total(g.slopes.size(), 0.0);
+  for (index_t task = 0; task < tasks.count; ++task) {
+    const index_t pair = task / tasks.blocks, b = pair / g.heads_kv, kv = pair % g.heads_kv;
+    for (index_t j = 0; j < tasks.group; ++j) {
+      const index_t h = kv * tasks.group + j;
+      const std::size_t slot = g.slopes.size() == std::size_t(g.heads_q)
+                                   ? std::size_t(h)
+                                   : std::size_t(b * g.heads_q + h);
+      total[slot] += slope_grads[std::size_t(task * tasks.group + j)];
+    }
+  }
+  for (std::size_t j = 0; j < total.size(); ++j) dslopes[j] = float(total[j]);
+}
+
+}  // namespace detail
+}  // namespace alibi
