@@ -31,7 +31,7 @@ Partial attend(const Shape& s, const std::vector<float>& q, const std::vector<fl
 
 }  // namespace
 
-TEST_CASE("attention over [0, n) is the merge of [0, a) and [a, n)", "[merge]") {
+TEST_CASE("attention over keys 0..n is the merge of 0..a and a..n", "[merge]") {
   const Shape s{2, 40, 700, 4, 2, 16, 16};
   const auto q = random_values<float>(s.q_size(), 121);
   const auto k = random_values<float>(s.k_size(), 122);
@@ -69,7 +69,7 @@ TEST_CASE("attention over [0, n) is the merge of [0, a) and [a, n)", "[merge]") 
   }
 }
 
-TEST_CASE("merge of two empty rows is an empty row; NaN stays NaN", "[merge]") {
+TEST_CASE("merge of two empty rows is an empty row, and NaN stays NaN", "[merge]") {
   const Shape s{1, 3, 1, 1, 1, 2, 2};
   const float inf = std::numeric_limits<float>::infinity();
   std::vector<float> a{0, 0, 1, 2, 3, 4}, b{0, 0, 5, 6, 7, 8}, out(6, 9.0f);
