@@ -2,12 +2,35 @@
 // Checks of a backward call: the forward's, plus the gradients' and out/dout's shapes, null lse,
 // and gradients that overlap each other or an input.
 
+#include <algorithm>
 #include <string>
+#include <vector>
 
 #include "validate.hpp"
 
 namespace alibi {
 namespace detail {
+
+/// Whether two views share an element. Interleaved views (dq, dk, dv inside one packed QKV
+/// gradient) have overlapping spans but distinct elements: then every address is compared,
+/// O(n log n), small next to the backward itself.
+template <class T>
+bool share_elements(const char* fn, const TensorView<T>& a, const TensorView<T>& b) {
+  if (!byte_span(fn, "a", a).overlaps(byte_span(fn, "b", b))) return false;
+  std::vector<const T*> addresses;
+  addresses.reserve(std::size_t(a.size()));
+  for (index_t i = 0; i < a.batch(); ++i)
+    for (index_t s = 0; s < a.seq(); ++s)
+      for (index_t h = 0; h < a.heads(); ++h)
+        for (index_t d = 0; d < a.head_dim(); ++d) addresses.push_back(&a(i, s, h, d));
+  std::sort(addresses.begin(), addresses.end());
+  for (index_t i = 0; i < b.batch(); ++i)
+    for (index_t s = 0; s < b.seq(); ++s)
+      for (index_t h = 0; h < b.heads(); ++h)
+        for (index_t d = 0; d < b.head_dim(); ++d)
+          if (std::binary_search(addresses.begin(), addresses.end(), &b(i, s, h, d))) return true;
+  return false;
+}
 
 template <class T>
 Geometry validate_backward(const char* fn, const TensorView<const T>& q,
@@ -62,10 +85,12 @@ Geometry validate_backward(const char* fn, const TensorView<const T>& q,
     for (int i = 0; i < 6; ++i)
       if (outputs[o].overlaps(inputs[i]))
         fail(fn, std::string(output_names[o]) + " overlaps " + input_names[i] + " in memory");
-    for (int p = o + 1; p < 3; ++p)
-      if (outputs[o].overlaps(outputs[p]))
-        fail(fn, std::string(output_names[o]) + " overlaps " + output_names[p] + " in memory");
   }
+  const TensorView<T>* gradients[] = {&dq, &dk, &dv};
+  for (int o = 0; o < 3; ++o)
+    for (int p = o + 1; p < 3; ++p)
+      if (share_elements(fn, *gradients[o], *gradients[p]))
+        fail(fn, std::string(output_names[o]) + " overlaps " + output_names[p] + " in memory");
   return g;
 }
 

@@ -1,0 +1,95 @@
+#pragma once
+// The non-attention layers of the small transformer in train_short_test_long.cpp, each a forward
+// and a hand-written backward over row-major matrices (one row per token). Templated on the
+// scalar so that tests/test_train_layers.cpp checks every backward against finite differences in
+// double. Example code, not part of the library.
+
+#include <Eigen/Core>
+
+#include <cmath>
+#include <vector>
+
+namespace train {
+
+template <class S>
+using Matrix = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <class S>
+using Vector = Eigen::Matrix<S, 1, Eigen::Dynamic>;
+
+/// Layer norm over each row: y = (x - mean) / sqrt(var + eps) * gain + bias. Keeps what the
+/// backward needs.
+template <class S>
+struct LayerNorm {
+  Matrix<S> normalized;   // (x - mean) / std
+  Vector<S> inverse_std;  // per row, as a row vector
+
+  /// gain and bias are 1 x n.
+  void forward(const Matrix<S>& x, const Matrix<S>& gain, const Matrix<S>& bias, Matrix<S>& y) {
+    const Eigen::Index n = x.cols();
+    normalized.resize(x.rows(), n);
+    inverse_std.resize(x.rows());
+    y.resize(x.rows(), n);
+    for (Eigen::Index r = 0; r < x.rows(); ++r) {
+      const S mean = x.row(r).mean();
+      const S var = (x.row(r).array() - mean).square().mean();
+      inverse_std(r) = S(1) / std::sqrt(var + S(1e-5));
+      normalized.row(r) = (x.row(r).array() - mean) * inverse_std(r);
+      y.row(r) = normalized.row(r).cwiseProduct(gain.row(0)) + bias.row(0);
+    }
+  }
+  /// dx from dy; adds to dgain and dbias (1 x n).
+  void backward(const Matrix<S>& dy, const Matrix<S>& gain, Matrix<S>& dx, Matrix<S>& dgain,
+                Matrix<S>& dbias) const {
+    dx.resize(dy.rows(), dy.cols());
+    for (Eigen::Index r = 0; r < dy.rows(); ++r) {
+      dgain.row(0) += dy.row(r).cwiseProduct(normalized.row(r));
+      dbias.row(0) += dy.row(r);
+      const Vector<S> g = dy.row(r).cwiseProduct(gain.row(0));
+      const S mean_g = g.mean(), mean_gx = g.cwiseProduct(normalized.row(r)).mean();
+      dx.row(r) =
+          inverse_std(r) * (g.array() - mean_g - normalized.row(r).array() * mean_gx).matrix();
+    }
+  }
+};
+
+/// GELU, tanh approximation, elementwise.
+template <class S>
+S gelu(S x) {
+  const S c = S(0.7978845608028654);  // sqrt(2 / pi)
+  return S(0.5) * x * (S(1) + std::tanh(c * (x + S(0.044715) * x * x * x)));
+}
+template <class S>
+S gelu_derivative(S x) {
+  const S c = S(0.7978845608028654);
+  const S u = c * (x + S(0.044715) * x * x * x);
+  const S t = std::tanh(u);
+  return S(0.5) * (S(1) + t) + S(0.5) * x * (S(1) - t * t) * c * (S(1) + S(3 * 0.044715) * x * x);
+}
+
+/// Mean cross-entropy of logits [rows, V] against targets; writes dlogits = dloss/dlogits.
+template <class S>
+double cross_entropy(const Matrix<S>& logits, const std::vector<int>& targets, Matrix<S>* dlogits) {
+  double total = 0;
+  if (dlogits != nullptr) dlogits->resize(logits.rows(), logits.cols());
+  for (Eigen::Index r = 0; r < logits.rows(); ++r) {
+    const S max = logits.row(r).maxCoeff();
+    const S sum = (logits.row(r).array() - max).exp().sum();
+    const double log_sum = double(max) + std::log(double(sum));
+    total += log_sum - double(logits(r, targets[std::size_t(r)]));
+    if (dlogits != nullptr) {
+      dlogits->row(r) = ((logits.row(r).array() - max).exp() / sum).matrix();
+      (*dlogits)(r, targets[std::size_t(r)]) -= S(1);
+    }
+  }
+  if (dlogits != nullptr) *dlogits /= S(logits.rows());
+  return total / double(logits.rows());
+}
+
+/// The sinusoidal position embedding of Vaswani et al. at position p, dimension d.
+template <class S>
+S sinusoid(long p, Eigen::Index i, Eigen::Index dim) {
+  const double rate = std::pow(10000.0, -double(2 * (i / 2)) / double(dim));
+  return S(i % 2 == 0 ? std::sin(double(p) * rate) : std::cos(double(p) * rate));
+}
+
+}  // namespace train
