@@ -143,6 +143,8 @@ class ForwardWorker {
     }
     const index_t anchor = std::min(std::max(last_row + 1, span.begin), span.end);
     index_t left = anchor, right = anchor;
+    // Without the skip the order is free: forward through memory, as the prefetchers like it.
+    if (tasks_.norms == nullptr) left = right = span.begin;
     while (left > span.begin || right < span.end) {
       index_t t0, cols;
       if (left > span.begin && (right >= span.end || first_row - (left - 1) <= right - last_row)) {
