@@ -24,8 +24,9 @@ Run run(const Shape& s, const std::vector<float>& q, const std::vector<float>& k
   return r;
 }
 
-/// The stated guarantee: each output moves by at most about 2 x tolerance x max |v|; float
-/// round-off of the dense sum's extra additions comes on top.
+/// The stated guarantee: each output moves by at most about 2 x tolerance x max |v|. Float
+/// round-off comes on top: the dense call sums in another order (forward through memory, the
+/// skip nearest first), a few ulps of the sum's terms over about a thousand additions.
 void check_within_bound(const Run& skipped, const Run& dense, const std::vector<float>& v,
                         float tolerance) {
   float max_v = 0;
@@ -33,7 +34,7 @@ void check_within_bound(const Run& skipped, const Run& dense, const std::vector<
   for (std::size_t i = 0; i < dense.out.size(); ++i) {
     INFO("index " << i);
     REQUIRE(std::fabs(skipped.out[i] - dense.out[i]) <=
-            2 * tolerance * max_v + 4e-7f * std::fabs(dense.out[i]) + 1e-7f);
+            2 * tolerance * max_v + 1e-6f * max_v);
   }
 }
 
