@@ -217,3 +217,28 @@ TEST_CASE("backward rejects bad arguments before writing", "[backward][validatio
   for (float e : dq) CHECK(e == 7.0f);
   for (float e : dk) CHECK(e == 7.0f);
 }
+
+TEST_CASE("backward never reads keys past seqlens_k, NaN there included", "[backward]") {
+  const Shape s{1, 40, 40, 1, 1, 8, 8};
+  auto q = random_values<float>(s.q_size(), 181), k = random_values<float>(s.k_size(), 182),
+       v = random_values<float>(s.v_size(), 183);
+  const auto dout = random_values<float>(s.out_size(), 184);
+  for (std::size_t i = 30 * 8; i < k.size(); ++i) k[i] = v[i] = std::nanf("");
+  alibi::Params p;
+  p.seqlens_k = {30};
+  std::vector<float> out(s.out_size()), lse(s.lse_size());
+  alibi::attention(q_view(s, q.data()), k_view(s, k.data()), v_view(s, v.data()),
+                   out_view(s, out.data()), p, lse.data());
+  std::vector<float> dq(q.size()), dk(k.size()), dv(v.size()), rq(q.size()), rk(k.size()),
+      rv(v.size());
+  const alibi::TensorView<const float> qv = q_view(s, q.data()), kv = k_view(s, k.data()),
+                                       vv = v_view(s, v.data()), ov = out_view(s, out.data()),
+                                       gv = out_view(s, dout.data());
+  alibi::attention_backward(qv, kv, vv, ov, gv, lse.data(), q_view(s, dq.data()),
+                            k_view(s, dk.data()), v_view(s, dv.data()), p);
+  alibi::reference::attention_backward(qv, kv, vv, ov, gv, lse.data(), q_view(s, rq.data()),
+                                       k_view(s, rk.data()), v_view(s, rv.data()), p);
+  for (std::size_t i = 0; i < dq.size(); ++i) REQUIRE(dq[i] == Approx(rq[i]).margin(2e-5));
+  for (std::size_t i = 0; i < dk.size(); ++i) REQUIRE(dk[i] == Approx(rk[i]).margin(2e-5));
+  for (std::size_t i = 0; i < dv.size(); ++i) REQUIRE(dv[i] == Approx(rv[i]).margin(2e-5));
+}

@@ -223,7 +223,9 @@ class BackwardBlock {
         Packet slope_grad = pset1<Packet>(Acc(0));
         for (int i = 0; i < MR_; ++i) {
           const Packet p = pload<Packet>(probs + i * out_stride + j * W);
-          const Packet ds = pmul(p, psub(acc[i][j], row_dot));
+          // Where P is 0 (masked), dS is 0 even if dP is not finite (a masked NaN value).
+          const Packet ds = pselect(pcmp_eq(p, pset1<Packet>(Acc(0))), pset1<Packet>(Acc(0)),
+                                    pmul(p, psub(acc[i][j], row_dot)));
           pstore(out + i * out_stride + j * W, ds);
           if (slope_grads)
             slope_grad = psub(slope_grad, pmul(ds, pabs(psub(d0, pset1<Packet>(Acc(key + i))))));

@@ -98,7 +98,9 @@ class ForwardWorker {
         softmax_(stride_),
         queries_of_(std::size_t(stride_)),
         heads_of_(std::size_t(stride_)),
-        query_norms_(std::size_t(stride_)) {}
+        query_norms_(std::size_t(stride_)),
+        decode_queries_(std::size_t(decode_rows * g.head_dim)),
+        decode_scores_(std::size_t(decode_rows * KB)) {}
 
   void operator()(index_t task) {
     // Consecutive tasks share a kv head, whose keys and values then stay in cache; within a head
@@ -133,10 +135,19 @@ class ForwardWorker {
     }
 
     if (span.empty()) span = KeyRange{};
+    if constexpr (std::is_same<T, Acc>::value) {
+      if (decode_shaped(rows)) {
+        decode_walk(b, kv, rows, span);
+        tasks_.counters->keys_visited += span.end - span.begin;
+        tasks_.counters->keys_allowed += span.end - span.begin;
+        return;
+      }
+    }
     // Key tiles from the nearest to the farthest: the keys at and before the block's last
     // position going left, those after it going right, whichever side is nearer next. Unvisited
     // keys are [span.begin, left) and [right, span.end).
-    index_t first_row = std::numeric_limits<index_t>::max(), last_row = 0;
+    index_t first_row = std::numeric_limits<index_t>::max();
+    index_t last_row = std::numeric_limits<index_t>::min();
     for (index_t r = 0; r < rows; ++r) {
       first_row = std::min(first_row, softmax_.position(r) - g_.key_offset);
       last_row = std::max(last_row, softmax_.position(r) - g_.key_offset);
@@ -163,10 +174,112 @@ class ForwardWorker {
     tasks_.counters->keys_visited += visited;
     tasks_.counters->keys_allowed += span.end - span.begin;
 
-    for (index_t r = 0; r < rows; ++r) write_row(b, r);
+    for (index_t r = 0; r < rows; ++r) write_row(b, r, softmax_.sum(r), softmax_.max(r));
   }
 
  private:
+  /// A decode step (a few query rows per kv head, every key visited, rows of Acc in place): the
+  /// prefill tiles would use a quarter of each vector for the rows and read K a scalar at a
+  /// time, so this walk vectorises the scores over head_dim instead, streaming each key row once.
+  bool decode_shaped(index_t rows) const {
+    return rows <= decode_rows && tasks_.norms == nullptr && k_.strides[3] == 1 &&
+           v_.strides[3] == 1 && g_.head_dim % W == 0 && g_.value_dim % W == 0;
+  }
+
+  void decode_walk(index_t b, index_t kv, index_t rows, KeyRange span) {
+    using namespace Eigen::internal;
+    const index_t dim = g_.head_dim;
+    const Acc minus_inf = -std::numeric_limits<Acc>::infinity();
+    // Query rows contiguous (queries_ holds them transposed for the prefill products).
+    for (index_t r = 0; r < decode_rows; ++r)
+      for (index_t d = 0; d < dim; ++d)
+        decode_queries_[r * dim + d] = r < rows ? queries_[d * row_stride_ + r] : Acc(0);
+    Acc max[decode_rows], sum[decode_rows];
+    for (index_t r = 0; r < decode_rows; ++r) max[r] = minus_inf, sum[r] = 0;
+    for (index_t t0 = span.begin; t0 < span.end; t0 += KB) {
+      const index_t cols = std::min(KB, span.end - t0);
+      // Scores, one key row at a time against every query row.
+      if (rows <= 1)
+        decode_scores<1>(b, kv, t0, cols);
+      else if (rows <= 2)
+        decode_scores<2>(b, kv, t0, cols);
+      else if (rows <= 4)
+        decode_scores<4>(b, kv, t0, cols);
+      else
+        decode_scores<8>(b, kv, t0, cols);
+      // Bias, mask and the online softmax, per row over the tile's keys.
+      for (index_t r = 0; r < decode_rows; ++r) {
+        Acc* s = decode_scores_.data() + r * KB;
+        if (r >= rows) {
+          std::fill(s, s + KB, Acc(0));
+          continue;
+        }
+        const KeyRange keys = softmax_.keys(r);
+        const index_t p = softmax_.position(r);
+        const Acc slope = softmax_.slope(r);
+        Acc tile_max = minus_inf;
+        for (index_t c = 0; c < cols; ++c) {
+          const index_t t = t0 + c, key = g_.key_position(t);
+          s[c] = t < keys.begin || t >= keys.end ? minus_inf
+                                                 : s[c] - slope * Acc(p > key ? p - key : key - p);
+          tile_max = std::isnan(s[c]) || s[c] > tile_max ? s[c] : tile_max;
+        }
+        std::fill(s + cols, s + KB, minus_inf);  // weight 0 past the tile
+        if (tile_max == minus_inf) {
+          std::fill(s, s + KB, Acc(0));
+          continue;
+        }
+        const Acc new_max = std::isnan(tile_max) || tile_max > max[r] ? tile_max : max[r];
+        if (!(new_max == max[r])) {
+          const Acc factor = max[r] == minus_inf ? Acc(0) : std::exp(max[r] - new_max);
+          sum[r] *= factor;
+          Acc* o = output_.data() + r * value_stride_;
+          for (index_t d = 0; d < value_stride_; ++d) o[d] *= factor;
+          max[r] = new_max;
+        }
+        Packet total = pset1<Packet>(Acc(0));
+        const Packet shift = pset1<Packet>(max[r]);
+        for (index_t c = 0; c < cols; c += W) {
+          const Packet weight = exp_weight(psub(pload<Packet>(s + c), shift));
+          pstore(s + c, weight);
+          total = padd(total, weight);
+        }
+        sum[r] += predux(total);
+      }
+      // output [rows x Dv] += P V, the keys' value rows read in place.
+      const index_t value_packets = value_stride_ / W;
+      for (index_t j0 = 0; j0 < value_packets; j0 += 4)
+        for (index_t r0 = 0; r0 < rows; r0 += 4)
+          micro_tile_columns<Packet, 4, 4, true>(
+              std::min<index_t>(4, value_packets - j0),
+              StridedOperand<Acc>{decode_scores_.data() + r0 * KB, KB, 1},
+              v_.row(b, t0, kv) + j0 * W, v_.strides[1], cols,
+              output_.data() + r0 * value_stride_ + j0 * W, value_stride_, StoreTile{}, r0, j0);
+    }
+    for (index_t r = 0; r < rows; ++r) write_row(b, r, sum[r], max[r]);
+  }
+
+  /// Scores of keys [t0, t0 + cols) against R query rows (padding rows are zero): each key row
+  /// is loaded once, and two accumulators per row keep 2R independent FMA chains in flight.
+  template <int R>
+  void decode_scores(index_t b, index_t kv, index_t t0, index_t cols) {
+    using namespace Eigen::internal;
+    const index_t dim = g_.head_dim;
+    for (index_t c = 0; c < cols; ++c) {
+      const Acc* key = k_.row(b, t0 + c, kv);
+      Packet acc[R][2];
+      for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = pset1<Packet>(Acc(0));
+      for (index_t d = 0; d < dim; d += W) {
+        const Packet k = ploadu<Packet>(key + d);
+        const int half = int((d / W) & 1);
+        for (int r = 0; r < R; ++r)
+          acc[r][half] =
+              pmadd(k, pload<Packet>(decode_queries_.data() + r * dim + d), acc[r][half]);
+      }
+      for (int r = 0; r < R; ++r) decode_scores_[r * KB + c] = predux(padd(acc[r][0], acc[r][1]));
+    }
+  }
+
   /// One key tile [t0, t0 + cols): scores, online softmax step, P V.
   void process_tile(index_t b, index_t kv, index_t t0, index_t cols, index_t rows,
                     index_t row_packets) {
@@ -266,8 +379,7 @@ class ForwardWorker {
     return {values_.data(), value_stride_, 1};
   }
 
-  void write_row(index_t b, index_t r) const {
-    const Acc sum = softmax_.sum(r);
+  void write_row(index_t b, index_t r, Acc sum, Acc max) const {
     // A row with no allowed key has sum 0: its output is 0, never 0/0.
     const Acc inverse = sum == Acc(0) ? Acc(0) : Acc(1) / sum;
     const Acc* o = output_.data() + r * value_stride_;
@@ -276,7 +388,7 @@ class ForwardWorker {
     if (lse_ != nullptr)
       lse_[(b * g_.heads_q + heads_of_[r]) * g_.seq_q + queries_of_[r]] =
           sum == Acc(0) ? -std::numeric_limits<float>::infinity()
-                        : static_cast<float>(softmax_.max(r) + std::log(sum));
+                        : static_cast<float>(max + std::log(sum));
   }
 
   const Geometry& g_;
@@ -291,6 +403,8 @@ class ForwardWorker {
   TileSoftmax<Acc> softmax_;
   std::vector<index_t> queries_of_, heads_of_;
   std::vector<double> query_norms_;  // of the scaled query rows, for the tail bound
+  static constexpr index_t decode_rows = 8;
+  scratch_vector<Acc> decode_queries_, decode_scores_;  // rows x head_dim, rows x KB
 };
 
 /// Whether the tail skip can pay: a tolerance, keys beyond a couple of tiles, a decaying head.

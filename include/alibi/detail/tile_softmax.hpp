@@ -72,18 +72,21 @@ class TileSoftmax {
     for (index_t r = 0; r < padded; ++r) {
       const KeyRange keys = keys_[r];
       distance_[r] = keys.empty() ? Acc(0) : Acc(positions_[r] - first_key_position);
+      // Keys past the tile are not in it: columns [cols, covered) hold no key of this tile (their
+      // rows in the key buffer are stale) and must be masked even for rows that attend further.
+      const index_t end = std::min(keys.end, t0 + cols);
       first_[r] = clamp(keys.begin - t0);
-      last_[r] = clamp(keys.end - t0);
+      last_[r] = clamp(end - t0);
       tile_max_[r] = -std::numeric_limits<Acc>::infinity();
       if (r % W == 0) edge_[r / W] = false;
-      if (keys.empty() || keys.begin > t0 || keys.end < t0 + covered) edge_[r / W] = true;
+      if (keys.empty() || keys.begin > t0 || end < t0 + covered) edge_[r / W] = true;
       KeyRange& group = group_keys_[r / group_rows];
       if (r % group_rows == 0) group = KeyRange{cols, 0};
-      const index_t begin = std::max<index_t>(keys.begin - t0, 0);
-      const index_t end = std::min(keys.end - t0, cols);
-      if (!keys.empty() && begin < end) {
-        group.begin = std::min(group.begin, begin);
-        group.end = std::max(group.end, end);
+      const index_t column_begin = std::max<index_t>(keys.begin - t0, 0);
+      const index_t column_end = std::min(keys.end - t0, cols);
+      if (!keys.empty() && column_begin < column_end) {
+        group.begin = std::min(group.begin, column_begin);
+        group.end = std::max(group.end, column_end);
       }
     }
   }
