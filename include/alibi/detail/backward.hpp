@@ -69,6 +69,7 @@ class BackwardBlock {
         shift_(std::size_t(capacity_)),
         row_dot_(std::size_t(capacity_)),
         slope_grad_(std::size_t(capacity_)),
+        ds_sum_(std::size_t(capacity_)),
         softmax_(capacity_),
         queries_of_(std::size_t(capacity_)),
         heads_of_(std::size_t(capacity_)) {}
@@ -87,6 +88,7 @@ class BackwardBlock {
     const Acc scale = Acc(g_.scale);
     for (index_t r = 0; r < capacity_; ++r) {
       slope_grad_[r] = Acc(0);
+      ds_sum_[r] = Acc(0);
       if (r >= rows_) {  // padding: no keys, zero weights
         softmax_.clear_row(r);
         shift_[r] = Acc(0);
@@ -98,7 +100,8 @@ class BackwardBlock {
       queries_of_[r] = i;
       const index_t position = g_.query_position(b, i);
       const KeyRange keys = g_.allowed_keys(b, position);
-      softmax_.set_row(r, position, keys, Acc(g_.slope(b, h)));
+      const index_t offset = g_.bias_offset(position, keys, KB);
+      softmax_.set_row(r, position, keys, Acc(g_.slope(b, h)), offset);
       const T* q = x_.q.row(b, i, h);
       for (index_t d = 0; d < g_.head_dim; ++d) {
         const Acc value = Acc(q[d * x_.q.strides[3]]) * scale;
@@ -117,9 +120,12 @@ class BackwardBlock {
       row_dot_[r] = dot;
       // P = exp(logit - lse); a row with no allowed key (lse -inf) has only -inf logits.
       const index_t row = (b * g_.heads_q + h) * g_.seq_q + i;
-      const Acc lse = x_.exact_lse.empty() ? Acc(x_.lse[row]) : Acc(x_.exact_lse[std::size_t(row)]);
-      shift_[r] =
-          lse == -std::numeric_limits<Acc>::infinity() ? std::numeric_limits<Acc>::infinity() : lse;
+      const double lse =
+          x_.exact_lse.empty() ? double(x_.lse[row]) : x_.exact_lse[std::size_t(row)];
+      // The logits are computed with the bias offset taken out (Geometry::bias_offset).
+      shift_[r] = lse == -std::numeric_limits<double>::infinity()
+                      ? std::numeric_limits<Acc>::infinity()
+                      : Acc(double(lse) + double(g_.slope(b, h)) * double(std::abs(offset)));
       if (keys.empty()) continue;
       span.begin = std::min(span.begin, keys.begin);
       span.end = std::max(span.end, keys.end);
@@ -220,18 +226,22 @@ class BackwardBlock {
         const index_t r0 = (packet + j) * W;
         const Packet row_dot = pload<Packet>(&block->row_dot_[r0]);
         const Packet d0 = pload<Packet>(block->softmax_.distances() + r0);
-        Packet slope_grad = pset1<Packet>(Acc(0));
+        Packet slope_grad = pset1<Packet>(Acc(0)), ds_sum = pset1<Packet>(Acc(0));
         for (int i = 0; i < MR_; ++i) {
           const Packet p = pload<Packet>(probs + i * out_stride + j * W);
           // Where P is 0 (masked), dS is 0 even if dP is not finite (a masked NaN value).
           const Packet ds = pselect(pcmp_eq(p, pset1<Packet>(Acc(0))), pset1<Packet>(Acc(0)),
                                     pmul(p, psub(acc[i][j], row_dot)));
           pstore(out + i * out_stride + j * W, ds);
-          if (slope_grads)
+          if (slope_grads) {
             slope_grad = psub(slope_grad, pmul(ds, pabs(psub(d0, pset1<Packet>(Acc(key + i))))));
+            ds_sum = padd(ds_sum, ds);
+          }
         }
-        if (slope_grads)
+        if (slope_grads) {
           pstore(&block->slope_grad_[r0], padd(pload<Packet>(&block->slope_grad_[r0]), slope_grad));
+          pstore(&block->ds_sum_[r0], padd(pload<Packet>(&block->ds_sum_[r0]), ds_sum));
+        }
       }
     }
   };
@@ -242,7 +252,9 @@ class BackwardBlock {
   index_t capacity_, dim_, value_dim_;  // rows the buffers hold; head dims in whole packets
   index_t rows_ = 0, stride_ = 0;       // this block's rows, and its row stride
   scratch_vector<Acc> queries_t_, queries_, douts_t_, douts_, keys_, values_, probs_, grads_;
-  scratch_vector<Acc> shift_, row_dot_, slope_grad_;
+  // Per row: the softmax shift, rowsum(dout out), sum dS (-(|p - t| - |offset|)) and sum dS
+  // (the slope gradient combines the last two in double).
+  scratch_vector<Acc> shift_, row_dot_, slope_grad_, ds_sum_;
   TileSoftmax<Acc> softmax_;  // the rows' positions, key ranges, slopes and per-tile masks
   std::vector<index_t> queries_of_, heads_of_;
 
@@ -379,7 +391,8 @@ class QueryBlockWorker : BackwardBlock<T> {
       if (slope_grads_ != nullptr)
         (*slope_grads_)[std::size_t(task * this->tasks_.group +
                                     this->heads_of_[r] % this->tasks_.group)] +=
-            double(this->slope_grad_[r]);
+            double(this->slope_grad_[r]) -
+            double(std::abs(this->softmax_.offset(r))) * double(this->ds_sum_[r]);
     }
   }
 
@@ -388,7 +401,7 @@ class QueryBlockWorker : BackwardBlock<T> {
   std::vector<double>* slope_grads_;
 };
 
-/// Double only: replaces each row's lse by lse + log(sum over its keys of exp(logit - lse)).
+/// Replaces each row's lse by lse + log(sum over its keys of exp(logit - lse)), in double.
 template <class T>
 class LseRefiner : BackwardBlock<T> {
   using Base = BackwardBlock<T>;
@@ -424,10 +437,15 @@ template <class T>
 void backward(const Geometry& g, BackwardViews<T> x, int threads, float* dslopes) {
   using Acc = accum_t<T>;
   const ForwardTasks tasks = ForwardTasks::make<Acc>(g);
-  if constexpr (std::is_same<Acc, double>::value) {
-    // The forward's lse is float: in double its rounding (1e-7 relative) would be the error of
-    // every gradient. One more pass over the scores recovers it: lse += log(sum of P).
-    x.exact_lse.assign(x.lse, x.lse + g.batch * g.heads_q * g.seq_q);
+  // The forward's lse is float: its rounding (2^-24 of |lse|) becomes the relative error of
+  // every P. That is float round-off unless |lse| is large (keys far from their queries), and
+  // never good enough in double. Then one more pass over the scores recovers it:
+  // lse += log(sum of P), in double.
+  const index_t rows = g.batch * g.heads_q * g.seq_q;
+  const bool large_lse = std::any_of(
+      x.lse, x.lse + rows, [](float l) { return std::isfinite(l) && std::fabs(l) > 64.0f; });
+  if (std::is_same<Acc, double>::value || large_lse) {
+    x.exact_lse.assign(x.lse, x.lse + rows);
     parallel_tasks(tasks.count, threads, [&] { return LseRefiner<T>(g, tasks, x); });
   }
   const index_t tiles =

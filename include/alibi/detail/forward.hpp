@@ -127,7 +127,8 @@ class ForwardWorker {
       queries_of_[r] = i0 + r % n;
       const index_t position = g_.query_position(b, queries_of_[r]);
       const KeyRange keys = g_.allowed_keys(b, position);
-      softmax_.set_row(r, position, keys, Acc(g_.slope(b, heads_of_[r])));
+      softmax_.set_row(r, position, keys, Acc(g_.slope(b, heads_of_[r])),
+                       g_.bias_offset(position, keys, KB));
       load_query(b, r);
       if (keys.empty()) continue;
       span.begin = std::min(span.begin, keys.begin);
@@ -174,7 +175,8 @@ class ForwardWorker {
     tasks_.counters->keys_visited += visited;
     tasks_.counters->keys_allowed += span.end - span.begin;
 
-    for (index_t r = 0; r < rows; ++r) write_row(b, r, softmax_.sum(r), softmax_.max(r));
+    for (index_t r = 0; r < rows; ++r)
+      write_row(b, r, softmax_.sum(r), softmax_.max(r), softmax_.slope(r), softmax_.offset(r));
   }
 
  private:
@@ -217,11 +219,13 @@ class ForwardWorker {
         const KeyRange keys = softmax_.keys(r);
         const index_t p = softmax_.position(r);
         const Acc slope = softmax_.slope(r);
+        const index_t offset = softmax_.offset(r) < 0 ? -softmax_.offset(r) : softmax_.offset(r);
         Acc tile_max = minus_inf;
         for (index_t c = 0; c < cols; ++c) {
           const index_t t = t0 + c, key = g_.key_position(t);
-          s[c] = t < keys.begin || t >= keys.end ? minus_inf
-                                                 : s[c] - slope * Acc(p > key ? p - key : key - p);
+          s[c] = t < keys.begin || t >= keys.end
+                     ? minus_inf
+                     : s[c] - slope * Acc((p > key ? p - key : key - p) - offset);
           tile_max = std::isnan(s[c]) || s[c] > tile_max ? s[c] : tile_max;
         }
         std::fill(s + cols, s + KB, minus_inf);  // weight 0 past the tile
@@ -256,7 +260,8 @@ class ForwardWorker {
               v_.row(b, t0, kv) + j0 * W, v_.strides[1], cols,
               output_.data() + r0 * value_stride_ + j0 * W, value_stride_, StoreTile{}, r0, j0);
     }
-    for (index_t r = 0; r < rows; ++r) write_row(b, r, sum[r], max[r]);
+    for (index_t r = 0; r < rows; ++r)
+      write_row(b, r, sum[r], max[r], softmax_.slope(r), softmax_.offset(r));
   }
 
   /// Scores of keys [t0, t0 + cols) against R query rows (padding rows are zero): each key row
@@ -324,14 +329,16 @@ class ForwardWorker {
       const KeyRange keys = softmax_.keys(r);
       const index_t p = softmax_.position(r);
       const double slope = softmax_.slope(r), max = softmax_.max(r);
+      // The running max is of the offset logits: so are the distances here.
+      const index_t offset = softmax_.offset(r) < 0 ? -softmax_.offset(r) : softmax_.offset(r);
       double bound = 0;
       if (keys.begin < std::min(left, keys.end))
         bound +=
             tail_weight(query_norms_[r], tasks_.norms->before(b, kv, tasks_.norms_shift + left),
-                        slope, p - g_.key_position(std::min(left, keys.end) - 1), max);
+                        slope, p - g_.key_position(std::min(left, keys.end) - 1) - offset, max);
       if (std::max(right, keys.begin) < keys.end)
         bound += tail_weight(query_norms_[r], tasks_.norms->from(b, kv, tasks_.norms_shift + right),
-                             slope, g_.key_position(std::max(right, keys.begin)) - p, max);
+                             slope, g_.key_position(std::max(right, keys.begin)) - p - offset, max);
       if (!(bound <= tolerance * double(softmax_.sum(r)))) return false;  // NaN: keep walking
     }
     return true;
@@ -379,7 +386,8 @@ class ForwardWorker {
     return {values_.data(), value_stride_, 1};
   }
 
-  void write_row(index_t b, index_t r, Acc sum, Acc max) const {
+  /// Row r's output, and its lse with the bias offset put back (in double).
+  void write_row(index_t b, index_t r, Acc sum, Acc max, Acc slope, index_t offset) const {
     // A row with no allowed key has sum 0: its output is 0, never 0/0.
     const Acc inverse = sum == Acc(0) ? Acc(0) : Acc(1) / sum;
     const Acc* o = output_.data() + r * value_stride_;
@@ -388,7 +396,8 @@ class ForwardWorker {
     if (lse_ != nullptr)
       lse_[(b * g_.heads_q + heads_of_[r]) * g_.seq_q + queries_of_[r]] =
           sum == Acc(0) ? -std::numeric_limits<float>::infinity()
-                        : static_cast<float>(max + std::log(sum));
+                        : static_cast<float>(double(max) + std::log(double(sum)) -
+                                             double(slope) * double(offset < 0 ? -offset : offset));
   }
 
   const Geometry& g_;

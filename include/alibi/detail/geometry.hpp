@@ -77,6 +77,19 @@ struct Geometry {
     if (causal && t > p) return false;
     return p - window_left <= t && t <= p + window_right;
   }
+  /// A per-row constant distance the kernels take out of the bias: when every key a row may
+  /// attend is at least `far` positions away on one side, -m |p - t| is computed as
+  /// -m (|p - t| - |offset|) and m |offset| is added back to the lse in double, so that the
+  /// float logits stay small (and exact) however far the keys are. Signed: positive when the
+  /// keys precede p.
+  index_t bias_offset(index_t p, KeyRange keys, index_t far) const {
+    if (keys.empty()) return 0;
+    const index_t first = key_position(keys.begin), last = key_position(keys.end - 1);
+    if (p - last >= far) return p - last;
+    if (first - p >= far) return -(first - p);
+    return 0;
+  }
+
   /// The keys a query at position p may attend in batch row b: the mask is always one interval.
   KeyRange allowed_keys(index_t b, index_t p) const {
     const index_t last = causal ? std::min(p, p + window_right) : p + window_right;

@@ -40,14 +40,17 @@ class TileSoftmax {
         sum_(distance_.size()),
         factor_(distance_.size()),
         positions_(distance_.size()),
+        offsets_(distance_.size(), 0),
         keys_(distance_.size()),
         edge_(std::size_t(capacity / W)),
         group_keys_(std::size_t(capacity / group_rows)) {}
 
   /// Row r is a query at `position` that may attend `keys`, with slope `slope`; rows past the
   /// task's (padding) get no keys.
-  void set_row(index_t r, index_t position, KeyRange keys, Acc slope) {
+  /// `offset`: Geometry::bias_offset, the distance taken out of this row's bias.
+  void set_row(index_t r, index_t position, KeyRange keys, Acc slope, index_t offset = 0) {
     positions_[r] = position;
+    offsets_[r] = offset;
     keys_[r] = keys;
     minus_slope_[r] = -slope;
     max_[r] = -std::numeric_limits<Acc>::infinity();
@@ -57,6 +60,8 @@ class TileSoftmax {
 
   const KeyRange& keys(index_t r) const { return keys_[r]; }
   index_t position(index_t r) const { return positions_[r]; }
+  /// The distance taken out of row r's bias (the true logits are lower by slope x |offset|).
+  index_t offset(index_t r) const { return offsets_[r]; }
   Acc slope(index_t r) const { return -minus_slope_[r]; }
 
   /// Per row, for keys [t0, t0 + cols) at positions from first_key_position: the distance of the
@@ -71,7 +76,7 @@ class TileSoftmax {
     const index_t padded = (rows + group_rows - 1) / group_rows * group_rows;
     for (index_t r = 0; r < padded; ++r) {
       const KeyRange keys = keys_[r];
-      distance_[r] = keys.empty() ? Acc(0) : Acc(positions_[r] - first_key_position);
+      distance_[r] = keys.empty() ? Acc(0) : Acc(positions_[r] - first_key_position - offsets_[r]);
       // Keys past the tile are not in it: columns [cols, covered) hold no key of this tile (their
       // rows in the key buffer are stale) and must be masked even for rows that attend further.
       const index_t end = std::min(keys.end, t0 + cols);
@@ -201,7 +206,7 @@ class TileSoftmax {
 
   // Per row (capacity rows).
   scratch_vector<Acc> distance_, minus_slope_, first_, last_, tile_max_, max_, sum_, factor_;
-  std::vector<index_t> positions_;
+  std::vector<index_t> positions_, offsets_;
   std::vector<KeyRange> keys_;
   std::vector<char> edge_;            // per packet of rows: some lane needs the mask this tile
   std::vector<KeyRange> group_keys_;  // per group of rows: the columns it can attend this tile
