@@ -242,3 +242,37 @@ TEST_CASE("backward never reads keys past seqlens_k, NaN there included", "[back
   for (std::size_t i = 0; i < dk.size(); ++i) REQUIRE(dk[i] == Approx(rk[i]).margin(2e-5));
   for (std::size_t i = 0; i < dv.size(); ++i) REQUIRE(dv[i] == Approx(rv[i]).margin(2e-5));
 }
+
+TEST_CASE("backward with half and bfloat16 storage matches the reference to storage precision",
+          "[backward]") {
+  // Both compute from the same rounded inputs; the kernel accumulates in float and rounds each
+  // gradient once to the storage type, so they agree to a few storage ulps of the gradient scale.
+  const Shape s{1, 70, 70, 4, 2, 16, 16};
+  const auto check = [&](auto tag, double ulp) {
+    using T = decltype(tag);
+    const auto q = random_values<T>(s.q_size(), 201), k = random_values<T>(s.k_size(), 202),
+               v = random_values<T>(s.v_size(), 203), dout = random_values<T>(s.out_size(), 204);
+    std::vector<T> out(s.out_size());
+    std::vector<float> lse(s.lse_size());
+    const alibi::TensorView<const T> qv = q_view(s, q.data()), kv = k_view(s, k.data()),
+                                     vv = v_view(s, v.data());
+    alibi::attention(qv, kv, vv, out_view(s, out.data()), alibi::Params{}, lse.data());
+    std::vector<T> dq(q.size()), dk(k.size()), dv(v.size()), rq(q.size()), rk(k.size()),
+        rv(v.size());
+    const alibi::TensorView<const T> ov = out_view(s, out.data()), gv = out_view(s, dout.data());
+    alibi::attention_backward(qv, kv, vv, ov, gv, lse.data(), q_view(s, dq.data()),
+                              k_view(s, dk.data()), v_view(s, dv.data()));
+    alibi::reference::attention_backward(qv, kv, vv, ov, gv, lse.data(), q_view(s, rq.data()),
+                                         k_view(s, rk.data()), v_view(s, rv.data()));
+    for (const auto* pair : {&dq, &dk, &dv}) {
+      const std::vector<T>& got = *pair;
+      const std::vector<T>& want = pair == &dq ? rq : pair == &dk ? rk : rv;
+      double scale = 0;
+      for (const T& x : want) scale = std::max(scale, std::fabs(double(float(x))));
+      for (std::size_t i = 0; i < got.size(); ++i)
+        REQUIRE(std::fabs(double(float(got[i])) - double(float(want[i]))) <= 4 * ulp * scale);
+    }
+  };
+  check(Eigen::half(), std::ldexp(1.0, -11));
+  check(Eigen::bfloat16(), std::ldexp(1.0, -8));
+}
