@@ -13,6 +13,35 @@
 #include "tensor_view.hpp"
 
 namespace alibi {
+namespace detail {
+
+/// The logits of query i of head h in batch row b against every key, in double: -inf where
+/// masked. Returns their max (NaN when a logit is NaN, -inf when every key is masked).
+template <class T>
+double reference_logits(const Geometry& g, const TensorView<const T>& q,
+                        const TensorView<const T>& k, index_t b, index_t h, index_t i,
+                        std::vector<double>& logits) {
+  const double minus_inf = -std::numeric_limits<double>::infinity();
+  const index_t p = g.query_position(b, i);
+  double max = minus_inf;
+  for (index_t t = 0; t < g.seq_k; ++t) {
+    double& logit = logits[std::size_t(t)];
+    const index_t key = g.key_position(t);
+    if (t >= g.valid_keys(b) || !g.allowed(p, key)) {
+      logit = minus_inf;
+      continue;
+    }
+    double dot = 0;
+    for (index_t d = 0; d < g.head_dim; ++d)
+      dot += double(q(b, i, h, d)) * double(k(b, t, g.kv_head(h), d));
+    logit = double(g.scale) * dot - double(g.slope(b, h)) * double(p > key ? p - key : key - p);
+    max = std::isnan(logit) || logit > max ? logit : max;
+  }
+  return max;
+}
+
+}  // namespace detail
+
 namespace reference {
 
 /// Same contract and signature as alibi::attention, computed in double, single-threaded.
@@ -31,21 +60,7 @@ void attention(TensorView<const detail::nondeduced<T>> q, TensorView<const detai
   for (index_t b = 0; b < g.batch; ++b)
     for (index_t h = 0; h < g.heads_q; ++h)
       for (index_t i = 0; i < g.seq_q; ++i) {
-        const index_t p = g.query_position(b, i);
-        double max = minus_inf;
-        for (index_t t = 0; t < g.seq_k; ++t) {
-          const index_t key = g.key_position(t);
-          if (t >= g.valid_keys(b) || !g.allowed(p, key)) {
-            logits[t] = minus_inf;
-            continue;
-          }
-          double dot = 0;
-          for (index_t d = 0; d < g.head_dim; ++d)
-            dot += double(q(b, i, h, d)) * double(k(b, t, g.kv_head(h), d));
-          const double distance = static_cast<double>(p > key ? p - key : key - p);
-          logits[t] = double(g.scale) * dot - double(g.slope(b, h)) * distance;
-          max = std::isnan(logits[t]) || logits[t] > max ? logits[t] : max;
-        }
+        const double max = detail::reference_logits(g, q, k, b, h, i, logits);
         double sum = 0;
         std::fill(row.begin(), row.end(), 0.0);
         if (max != minus_inf) {
@@ -85,29 +100,14 @@ void attention_backward(TensorView<const detail::nondeduced<T>> q,
   std::vector<double> gk(std::size_t(g.batch * g.seq_k * g.heads_kv * g.head_dim), 0.0);
   std::vector<double> gv(std::size_t(g.batch * g.seq_k * g.heads_kv * g.value_dim), 0.0);
   std::vector<double> gm(g.slopes.size(), 0.0);
-  std::vector<double> logits(std::size_t(g.seq_k)), dp(std::size_t(g.seq_k));
+  std::vector<double> logits(std::size_t(g.seq_k));
   for (index_t b = 0; b < g.batch; ++b)
     for (index_t h = 0; h < g.heads_q; ++h) {
       const index_t hk = g.kv_head(h);
-      const std::size_t slope_index = g.slopes.size() == std::size_t(g.heads_q)
-                                          ? std::size_t(h)
-                                          : std::size_t(b * g.heads_q + h);
+      const std::size_t slope_index = g.slope_index(b, h);
       for (index_t i = 0; i < g.seq_q; ++i) {
         const index_t p = g.query_position(b, i);
-        double max = minus_inf;
-        for (index_t t = 0; t < g.seq_k; ++t) {
-          const index_t key = g.key_position(t);
-          if (t >= g.valid_keys(b) || !g.allowed(p, key)) {
-            logits[t] = minus_inf;
-            continue;
-          }
-          double dot = 0;
-          for (index_t d = 0; d < g.head_dim; ++d)
-            dot += double(q(b, i, h, d)) * double(k(b, t, hk, d));
-          logits[t] =
-              double(g.scale) * dot - double(g.slope(b, h)) * double(p > key ? p - key : key - p);
-          max = std::isnan(logits[t]) || logits[t] > max ? logits[t] : max;
-        }
+        const double max = detail::reference_logits(g, q, k, b, h, i, logits);
         if (max == minus_inf) continue;  // no allowed key: no gradient
         double sum = 0;
         for (index_t t = 0; t < g.seq_k; ++t)

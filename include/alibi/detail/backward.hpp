@@ -464,9 +464,7 @@ void backward(const Geometry& g, BackwardViews<T> x, int threads, float* dslopes
     const index_t pair = task / tasks.blocks, b = pair / g.heads_kv, kv = pair % g.heads_kv;
     for (index_t j = 0; j < tasks.group; ++j) {
       const index_t h = kv * tasks.group + j;
-      const std::size_t slot = g.slopes.size() == std::size_t(g.heads_q)
-                                   ? std::size_t(h)
-                                   : std::size_t(b * g.heads_q + h);
+      const std::size_t slot = g.slope_index(b, h);
       total[slot] += slope_grads[std::size_t(task * tasks.group + j)];
     }
   }

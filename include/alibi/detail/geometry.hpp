@@ -67,9 +67,13 @@ struct Geometry {
   }
   /// Absolute position of key t.
   index_t key_position(index_t t) const { return key_offset + t; }
-  float slope(index_t b, index_t h) const {
-    return slopes.size() == static_cast<std::size_t>(heads_q) ? slopes[h] : slopes[b * heads_q + h];
+  /// Where the slope of (batch row b, head h) sits in `slopes` (per head, or per batch row and
+  /// head); gradients of the slopes have the same layout.
+  std::size_t slope_index(index_t b, index_t h) const {
+    return slopes.size() == static_cast<std::size_t>(heads_q) ? std::size_t(h)
+                                                              : std::size_t(b * heads_q + h);
   }
+  float slope(index_t b, index_t h) const { return slopes[slope_index(b, h)]; }
   index_t kv_head(index_t h) const { return h / (heads_q / heads_kv); }
 
   /// Whether a query at position p may attend a key at position t (the mask, elementwise).
