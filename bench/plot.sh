@@ -11,22 +11,14 @@ png=${2:-prefill.png}
 data=$(mktemp -d)
 trap 'rm -rf "$data"' EXIT
 
-# One line per benchmark object: name, real time (ms), GFLOP/s. Repeated runs keep the median.
-awk -v dir="$data" '
-  /"name":/ { name = $0; sub(/.*"name": "/, "", name); sub(/".*/, "", name); aggregate = "" }
-  /"aggregate_name":/ { aggregate = $0; sub(/.*"aggregate_name": "/, "", aggregate); sub(/".*/, "", aggregate) }
-  /"real_time":/ { time = $2; sub(/,/, "", time) }
-  /"GFLOP\/s":/ { gflops = $2; sub(/,/, "", gflops) }
-  /^ *}/ {
-    if (name != "" && (aggregate == "" || aggregate == "median") &&
-        match(name, /^(fused|materialised_eigen)\/float\/S:[0-9]+\/H:8\/Hkv:8\/D:64\/causal:1\/threads:[12]/)) {
-      kernel = name; sub(/\/.*/, "", kernel)
-      s = name; sub(/.*\/S:/, "", s); sub(/\/.*/, "", s)
-      threads = name; sub(/.*threads:/, "", threads); sub(/\/.*/, "", threads)
-      print s, time, gflops >> (dir "/" kernel "_" threads ".dat")
-    }
-    name = ""
-  }' "$json"
+# Per kernel and thread count, the S sweep: S, real time (ms), GFLOP/s.
+awk -f "$(dirname "$0")/benchmarks.awk" "$json" | awk -v dir="$data" '
+  $1 ~ /^(fused|materialised_eigen)\/float\/S:[0-9]+\/H:8\/Hkv:8\/D:64\/causal:1\/threads:[12]\// {
+    kernel = $1; sub(/\/.*/, "", kernel)
+    s = $1; sub(/.*\/S:/, "", s); sub(/\/.*/, "", s)
+    threads = $1; sub(/.*threads:/, "", threads); sub(/\/.*/, "", threads)
+    print s, $2, $3 >> (dir "/" kernel "_" threads ".dat")
+  }'
 for f in "$data"/*.dat; do sort -n "$f" -o "$f"; done
 
 gnuplot <<GNUPLOT

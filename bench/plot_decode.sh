@@ -10,18 +10,13 @@ png=${2:-decode.png}
 data=$(mktemp -d)
 trap 'rm -rf "$data"' EXIT
 
-awk -v dir="$data" '
-  /"name":/ { name = $0; sub(/.*"name": "/, "", name); sub(/".*/, "", name); aggregate = "" }
-  /"aggregate_name":/ { aggregate = $0; sub(/.*"aggregate_name": "/, "", aggregate); sub(/".*/, "", aggregate) }
-  /"tokens\/s":/ { rate = $2; sub(/,/, "", rate) }
-  /^ *}/ {
-    if (name != "" && (aggregate == "" || aggregate == "median") && name ~ /^decode\//) {
-      context = name; sub(/.*context:/, "", context); sub(/\/.*/, "", context)
-      skip = name; sub(/.*skip:/, "", skip); sub(/\/.*/, "", skip)
-      print context, rate >> (dir "/skip_" skip ".dat")
-    }
-    name = ""
-  }' "$json"
+# Per setting, context length and tokens/s.
+awk -f "$(dirname "$0")/benchmarks.awk" "$json" | awk -v dir="$data" '
+  $1 ~ /^decode\// {
+    context = $1; sub(/.*context:/, "", context); sub(/\/.*/, "", context)
+    skip = $1; sub(/.*skip:/, "", skip); sub(/\/.*/, "", skip)
+    print context, $4 >> (dir "/skip_" skip ".dat")
+  }'
 for f in "$data"/*.dat; do sort -n "$f" -o "$f"; done
 
 gnuplot <<GNUPLOT
