@@ -7,6 +7,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <array>
 #include <cstring>
 
 using namespace alibi_test;
@@ -120,6 +121,36 @@ TEST_CASE("fused matches the reference on random shapes straddling the tiles", "
                       << p.window_left << ", " << p.window_right << ")");
     check_case<float>(s, p, 1000 + std::uint32_t(iteration) * 7, float_tolerance, 1.0f);
   }
+}
+
+TEST_CASE("decode-shaped calls (up to 8 query rows per kv head) match the reference",
+          "[attention]") {
+  // A few query rows per kv head take their own walk (rows vectorised over head_dim, several
+  // keys per step, keys left over one at a time): every row count up to 8, key counts around the
+  // tile and the step, both sides of the diagonal, windows, and value_dim != head_dim.
+  const std::vector<std::array<index_t, 3>> groups{{1, 1, 1}, {2, 1, 1}, {3, 1, 1}, {4, 1, 1},
+                                                   {4, 1, 2}, {3, 1, 2}, {8, 1, 1}, {4, 2, 2}};
+  std::uint32_t seed = 7000;
+  for (const auto& [heads_q, heads_kv, seq_q] : groups)
+    for (const index_t seq_k : {1, 3, 17, 255, 258, 601})
+      for (const index_t head_dim : {16, 64, 128})
+        for (int mask = 0; mask < 3; ++mask) {
+          Shape s;
+          s.batch = 2;
+          s.heads_q = heads_q;
+          s.heads_kv = heads_kv;
+          s.seq_q = seq_q;
+          s.seq_k = seq_k;
+          s.head_dim = head_dim;
+          s.value_dim = mask == 2 ? 48 : head_dim;
+          alibi::Params p;
+          p.causal = mask != 1;
+          if (mask == 1) p.window_left = 200, p.window_right = 5;
+          if (mask == 2) p.window_left = 100, p.query_offset = seq_k / 2;
+          INFO("Hq " << heads_q << ", Hkv " << heads_kv << ", Sq " << seq_q << ", Sk " << seq_k
+                     << ", D " << head_dim << ", mask " << mask);
+          check_case<float>(s, p, seed += 3, float_tolerance, 1.0f);
+        }
 }
 
 TEST_CASE("large logits do not overflow the softmax", "[attention]") {

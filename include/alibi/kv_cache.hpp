@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -183,10 +185,11 @@ namespace detail {
 /// result does not depend on it.
 constexpr index_t decode_chunk = 16384;
 
-/// Decode against a long cache: the nearest chunk first (all threads over its (batch, kv head)
-/// tasks); if the keys beyond it are provably negligible against it (the tail bound, with half
-/// the tolerance), done; otherwise the remaining chunks, nearest first, as parallel tasks of one
-/// thread each (each skipping within itself with half the tolerance), merged in chunk order.
+/// Decode against a long cache, its keys cut into chunks from the newest. With the tail skip,
+/// the nearest chunk first; if the keys beyond it are provably negligible against it (the tail
+/// bound, with half the tolerance), done. The other chunks (all of them without the skip, each
+/// skipping within itself with half the tolerance) run as one parallel loop over their (batch,
+/// kv head) tasks, and merge in chunk order.
 template <class T>
 void split_forward(const Geometry& g, TensorView<const T> q, TensorView<const T> k,
                    TensorView<const T> v, TensorView<T> out, float* lse, int threads,
@@ -194,13 +197,18 @@ void split_forward(const Geometry& g, TensorView<const T> q, TensorView<const T>
   using Acc = accum_t<T>;
   const index_t rows = g.batch * g.heads_q * g.seq_q,
                 chunks = (g.seq_k + decode_chunk - 1) / decode_chunk;
-  const auto chunk_geometry = [&](index_t c, float tolerance) {
+  const bool skip = wants_tail_skip(g, kernel_traits<Acc>::key_block);
+  // Chunk 0 writes to out and lse; the others to partials merged into them.
+  std::vector<float> chunk_lse(static_cast<std::size_t>(rows * chunks));
+  std::vector<T> partial_out(static_cast<std::size_t>(rows * g.value_dim * (chunks - 1)));
+  std::vector<std::unique_ptr<ForwardCall<T>>> calls;
+  for (index_t c = 0; c < chunks; ++c) {
     Geometry part = g;
     const index_t end = g.seq_k - c * decode_chunk,
                   begin = std::max<index_t>(0, end - decode_chunk);
     part.seq_k = end - begin;
     part.key_offset = g.key_offset + begin;
-    part.tail_tolerance = tolerance;
+    part.tail_tolerance = g.tail_tolerance / 2;
     part.seqlens_k.assign(std::size_t(g.batch), 0);
     part.batch_query_offsets.assign(std::size_t(g.batch), 0);
     for (index_t b = 0; b < g.batch; ++b) {
@@ -208,66 +216,73 @@ void split_forward(const Geometry& g, TensorView<const T> q, TensorView<const T>
           std::min(std::max<index_t>(g.valid_keys(b) - begin, 0), end - begin);
       part.batch_query_offsets[std::size_t(b)] = g.query_position(b, 0);
     }
-    return std::make_pair(part, begin);
-  };
-  const auto slice = [](auto view, index_t begin, index_t count) {
-    view.data = view.row(0, begin, 0);
-    view.shape[1] = count;
-    return view;
-  };
-  std::vector<float> first_lse(static_cast<std::size_t>(rows));
-  std::vector<AttentionStats> chunk_stats(static_cast<std::size_t>(chunks));
-  {
-    const auto [part, begin] = chunk_geometry(0, g.tail_tolerance / 2);
-    forward(part, q, slice(k, begin, part.seq_k), slice(v, begin, part.seq_k), out,
-            first_lse.data(), threads, &chunk_stats[0], norms, begin);
+    const auto slice = [&](TensorView<const T> view) {
+      view.data = view.row(0, begin, 0);
+      view.shape[1] = part.seq_k;
+      return view;
+    };
+    const TensorView<T> chunk_out =
+        c == 0 ? out
+               : make_view(partial_out.data() + (c - 1) * rows * g.value_dim, g.batch, g.seq_q,
+                           g.heads_q, g.value_dim);
+    calls.push_back(std::make_unique<ForwardCall<T>>(part, q, slice(k), slice(v), chunk_out,
+                                                     chunk_lse.data() + c * rows, 1, norms,
+                                                     begin));
   }
-  // Whether every row's keys before the first chunk can carry at most tolerance/2 of its sum.
-  const index_t first_begin = std::max<index_t>(0, g.seq_k - decode_chunk);
-  bool rest_negligible = g.tail_tolerance > 0 && norms != nullptr;
-  for (index_t b = 0; b < g.batch && rest_negligible; ++b)
-    for (index_t h = 0; h < g.heads_q && rest_negligible; ++h)
-      for (index_t i = 0; i < g.seq_q && rest_negligible; ++i) {
-        const index_t p = g.query_position(b, i);
-        const KeyRange keys = g.allowed_keys(b, p);
-        if (keys.begin >= std::min(first_begin, keys.end)) continue;  // nothing left for this row
-        double squares = 0;
-        for (index_t d = 0; d < g.head_dim; ++d) {
-          const double x = double(Acc(q(b, i, h, d))) * double(g.scale);
-          squares += x * x;
+  // The tasks of chunks [first, last), chunk by chunk; a thread makes a worker per chunk.
+  const index_t per_chunk = calls[0]->tasks.count;
+  const auto run = [&](index_t first, index_t last) {
+    parallel_tasks((last - first) * per_chunk, threads, [&] {
+      return [&, current = index_t(-1), worker = std::optional<ForwardWorker<T>>()](
+                 index_t task) mutable {
+        const index_t c = first + task / per_chunk;
+        if (c != current) {
+          worker.emplace(calls[std::size_t(c)]->worker());
+          current = c;
         }
-        const double log_sum = first_lse[std::size_t((b * g.heads_q + h) * g.seq_q + i)];
-        const double bound = tail_weight(
-            std::sqrt(squares), norms->before(b, g.kv_head(h), first_begin), g.slope(b, h),
-            p - g.key_position(std::min(first_begin, keys.end) - 1), log_sum);
-        rest_negligible = bound <= g.tail_tolerance / 2;  // NaN: keep going
-      }
-  AttentionStats total = chunk_stats[0];
-  if (!rest_negligible && chunks > 1) {
-    std::vector<std::vector<T>> outs(std::size_t(chunks - 1));
-    std::vector<std::vector<float>> lses(std::size_t(chunks - 1));
-    parallel_tasks(chunks - 1, threads, [&] {
-      return [&](index_t task) {
-        const index_t c = task + 1;
-        const auto [part, begin] = chunk_geometry(c, g.tail_tolerance / 2);
-        outs[std::size_t(task)].resize(std::size_t(rows * g.value_dim));
-        lses[std::size_t(task)].resize(std::size_t(rows));
-        TensorView<T> partial =
-            make_view(outs[std::size_t(task)].data(), g.batch, g.seq_q, g.heads_q, g.value_dim);
-        forward(part, q, slice(k, begin, part.seq_k), slice(v, begin, part.seq_k), partial,
-                lses[std::size_t(task)].data(), 1, &chunk_stats[std::size_t(c)], norms, begin);
+        (*worker)(task % per_chunk);
       };
     });
-    for (index_t c = 1; c < chunks; ++c) {
-      merge(TensorView<const T>(out), first_lse.data(),
-            TensorView<const T>(make_view(outs[std::size_t(c - 1)].data(), g.batch, g.seq_q,
-                                          g.heads_q, g.value_dim)),
-            lses[std::size_t(c - 1)].data(), out, first_lse.data());
-      total.keys_visited += chunk_stats[std::size_t(c)].keys_visited;
-      total.keys_allowed += chunk_stats[std::size_t(c)].keys_allowed;
-    }
+  };
+  index_t done = chunks;
+  if (skip && chunks > 1) {
+    run(0, 1);
+    // Whether every row's keys before the first chunk can carry at most tolerance/2 of its sum.
+    const index_t first_begin = std::max<index_t>(0, g.seq_k - decode_chunk);
+    bool rest_negligible = norms != nullptr;
+    for (index_t b = 0; b < g.batch && rest_negligible; ++b)
+      for (index_t h = 0; h < g.heads_q && rest_negligible; ++h)
+        for (index_t i = 0; i < g.seq_q && rest_negligible; ++i) {
+          const index_t p = g.query_position(b, i);
+          const KeyRange keys = g.allowed_keys(b, p);
+          if (keys.begin >= std::min(first_begin, keys.end)) continue;  // nothing left for it
+          double squares = 0;
+          for (index_t d = 0; d < g.head_dim; ++d) {
+            const double x = double(Acc(q(b, i, h, d))) * double(g.scale);
+            squares += x * x;
+          }
+          const double log_sum = chunk_lse[std::size_t((b * g.heads_q + h) * g.seq_q + i)];
+          const double bound = tail_weight(
+              std::sqrt(squares), norms->before(b, g.kv_head(h), first_begin), g.slope(b, h),
+              p - g.key_position(std::min(first_begin, keys.end) - 1), log_sum);
+          rest_negligible = bound <= g.tail_tolerance / 2;  // NaN: keep going
+        }
+    done = rest_negligible ? 1 : chunks;
+    if (!rest_negligible) run(1, chunks);
+  } else {
+    run(0, chunks);
   }
-  if (lse != nullptr) std::copy(first_lse.begin(), first_lse.end(), lse);
+  AttentionStats total = calls[0]->stats();
+  for (index_t c = 1; c < done; ++c) {
+    merge(TensorView<const T>(out), chunk_lse.data(),
+          TensorView<const T>(make_view(partial_out.data() + (c - 1) * rows * g.value_dim,
+                                        g.batch, g.seq_q, g.heads_q, g.value_dim)),
+          chunk_lse.data() + c * rows, out, chunk_lse.data());
+    const AttentionStats part = calls[std::size_t(c)]->stats();
+    total.keys_visited += part.keys_visited;
+    total.keys_allowed += part.keys_allowed;
+  }
+  if (lse != nullptr) std::copy_n(chunk_lse.begin(), rows, lse);
   if (stats != nullptr) *stats = total;
 }
 

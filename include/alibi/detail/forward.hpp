@@ -52,7 +52,7 @@ struct ForwardTasks {
     t.positions = std::max<index_t>(1, Traits::query_rows / t.group);
     t.blocks = (g.seq_q + t.positions - 1) / t.positions;
     // Whole micro-tiles of rows, whole packets of the scores product, whole row groups.
-    t.rows = round_up(std::max<index_t>(Traits::query_rows, t.group), Traits::row_unit);
+    t.rows = round_up(t.group * std::min(t.positions, g.seq_q), Traits::row_unit);
     t.count = g.batch * g.heads_kv * t.blocks;
     return t;
   }
@@ -91,9 +91,6 @@ class ForwardWorker {
         stride_(tasks.rows),
         value_stride_(round_up(g.value_dim, W)),
         queries_(std::size_t(g.head_dim * stride_), Acc(0)),
-        keys_(std::size_t(KB * g.head_dim), Acc(0)),
-        values_(std::size_t(KB * value_stride_), Acc(0)),
-        scores_(std::size_t(KB * stride_), Acc(0)),
         output_(std::size_t(stride_ * value_stride_), Acc(0)),
         softmax_(stride_),
         queries_of_(std::size_t(stride_)),
@@ -143,6 +140,12 @@ class ForwardWorker {
         tasks_.counters->keys_allowed += span.end - span.begin;
         return;
       }
+    }
+    // The tiles of the prefill walk, on a worker's first such task (a decode step needs none).
+    if (scores_.empty()) {
+      keys_.assign(std::size_t(KB * g_.head_dim), Acc(0));
+      values_.assign(std::size_t(KB * value_stride_), Acc(0));
+      scores_.assign(std::size_t(KB * stride_), Acc(0));
     }
     // Key tiles from the nearest to the farthest: the keys at and before the block's last
     // position going left, those after it going right, whichever side is nearer next. Unvisited
@@ -216,19 +219,23 @@ class ForwardWorker {
           std::fill(s, s + KB, Acc(0));
           continue;
         }
+        // -m |d0 - c| for column c, as the prefill's Finish; exact integers in Acc (the nearest
+        // distance is out of the bias), and columns outside the row's keys or past the tile masked.
         const KeyRange keys = softmax_.keys(r);
-        const index_t p = softmax_.position(r);
-        const Acc slope = softmax_.slope(r);
-        const index_t offset = softmax_.offset(r) < 0 ? -softmax_.offset(r) : softmax_.offset(r);
-        Acc tile_max = minus_inf;
-        for (index_t c = 0; c < cols; ++c) {
-          const index_t t = t0 + c, key = g_.key_position(t);
-          s[c] = t < keys.begin || t >= keys.end
-                     ? minus_inf
-                     : s[c] - slope * Acc((p > key ? p - key : key - p) - offset);
-          tile_max = std::isnan(s[c]) || s[c] > tile_max ? s[c] : tile_max;
+        const index_t end = std::min(keys.end, t0 + cols);
+        const bool masked = keys.begin > t0 || end < t0 + round_up(cols, W);
+        const Packet d0 = pset1<Packet>(
+            Acc(softmax_.position(r) - g_.key_position(t0) - softmax_.offset(r)));
+        const Packet minus_slope = pset1<Packet>(-softmax_.slope(r));
+        Packet packet_max = pset1<Packet>(minus_inf);
+        for (index_t c = 0; c < cols; c += W) {
+          const Packet column = plset<Packet>(Acc(c));
+          Packet logit = pmadd(pabs(psub(d0, column)), minus_slope, pload<Packet>(s + c));
+          if (masked) logit = mask_outside(logit, t0 + c, keys.begin, end);
+          pstore(s + c, logit);
+          packet_max = pmax<Eigen::PropagateNaN>(packet_max, logit);  // NaN poisons the row
         }
-        std::fill(s + cols, s + KB, minus_inf);  // weight 0 past the tile
+        const Acc tile_max = predux_max<Eigen::PropagateNaN>(packet_max);
         if (tile_max == minus_inf) {
           std::fill(s, s + KB, Acc(0));
           continue;
@@ -250,48 +257,64 @@ class ForwardWorker {
         }
         sum[r] += predux(total);
       }
-      // output [rows x Dv] += P V, the keys' value rows read in place.
+      // output [rows x Dv] += P V, the keys' value rows read in place, 32 keys at a time so
+      // that the micro-tiles after the first find the rows in L1.
       const index_t value_packets = value_stride_ / W;
-      for (index_t j0 = 0; j0 < value_packets; j0 += 4)
-        for (index_t r0 = 0; r0 < rows; r0 += 4)
-          micro_tile_columns<Packet, 4, 4, true>(
-              std::min<index_t>(4, value_packets - j0),
-              StridedOperand<Acc>{decode_scores_.data() + r0 * KB, KB, 1},
-              v_.row(b, t0, kv) + j0 * W, v_.strides[1], cols,
-              output_.data() + r0 * value_stride_ + j0 * W, value_stride_, StoreTile{}, r0, j0);
+      for (index_t c0 = 0; c0 < cols; c0 += 32)
+        for (index_t j0 = 0; j0 < value_packets; j0 += 4)
+          for (index_t r0 = 0; r0 < rows; r0 += 4)
+            micro_tile_columns<Packet, 4, 4, true>(
+                std::min<index_t>(4, value_packets - j0),
+                StridedOperand<Acc>{decode_scores_.data() + r0 * KB + c0, KB, 1},
+                v_.row(b, t0 + c0, kv) + j0 * W, v_.strides[1], std::min<index_t>(32, cols - c0),
+                output_.data() + r0 * value_stride_ + j0 * W, value_stride_, StoreTile{}, r0, j0);
     }
     for (index_t r = 0; r < rows; ++r)
       write_row(b, r, sum[r], max[r], softmax_.slope(r), softmax_.offset(r));
   }
 
-  /// Scores of keys [t0, t0 + cols) against R query rows (padding rows are zero): each key row
-  /// is loaded once, and two accumulators per row keep 2R independent FMA chains in flight.
+  /// Scores of keys [t0, t0 + cols) against R query rows (padding rows are zero), `step` keys
+  /// at a time: each key row is loaded once, and the R x step sums are independent FMA chains
+  /// held in registers.
   template <int R>
   void decode_scores(index_t b, index_t kv, index_t t0, index_t cols, index_t span_end) {
+    constexpr int accumulators = Traits::many_registers ? 16 : 8;
+    constexpr int step = accumulators / R < 1 ? 1 : accumulators / R;
+    index_t c = 0;
+    for (; c + step <= cols; c += step) decode_score_keys<R, step>(b, kv, t0, c, span_end);
+    for (; c < cols; ++c) decode_score_keys<R, 1>(b, kv, t0, c, span_end);
+  }
+
+  template <int R, int S>
+  void decode_score_keys(index_t b, index_t kv, index_t t0, index_t c, index_t span_end) {
     using namespace Eigen::internal;
     const index_t dim = g_.head_dim;
     // The key and value rows 64 keys ahead are asked for now: this walk is bound by their
     // latency rather than by the memory bandwidth (measured: 20% faster at 128k keys).
     const index_t key_bytes = dim * index_t(sizeof(Acc)),
                   value_bytes = g_.value_dim * index_t(sizeof(Acc));
-    for (index_t c = 0; c < cols; ++c) {
-      const Acc* key = k_.row(b, t0 + c, kv);
-      const index_t ahead = std::min(t0 + c + 64, span_end - 1);
+    const Acc* key[S];
+    for (int j = 0; j < S; ++j) {
+      key[j] = k_.row(b, t0 + c + j, kv);
+      const index_t ahead = std::min(t0 + c + j + 64, span_end - 1);
       const char* next_key = reinterpret_cast<const char*>(k_.row(b, ahead, kv));
       const char* next_value = reinterpret_cast<const char*>(v_.row(b, ahead, kv));
       for (index_t o = 0; o < key_bytes; o += 64) __builtin_prefetch(next_key + o);
       for (index_t o = 0; o < value_bytes; o += 64) __builtin_prefetch(next_value + o);
-      Packet acc[R][2];
-      for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = pset1<Packet>(Acc(0));
-      for (index_t d = 0; d < dim; d += W) {
-        const Packet k = ploadu<Packet>(key + d);
-        const int half = int((d / W) & 1);
-        for (int r = 0; r < R; ++r)
-          acc[r][half] =
-              pmadd(k, pload<Packet>(decode_queries_.data() + r * dim + d), acc[r][half]);
-      }
-      for (int r = 0; r < R; ++r) decode_scores_[r * KB + c] = predux(padd(acc[r][0], acc[r][1]));
     }
+    Packet acc[R][S];
+    for (int r = 0; r < R; ++r)
+      for (int j = 0; j < S; ++j) acc[r][j] = pset1<Packet>(Acc(0));
+    for (index_t d = 0; d < dim; d += W) {
+      Packet q[R];
+      for (int r = 0; r < R; ++r)
+        q[r] = in_register(pload<Packet>(decode_queries_.data() + r * dim + d));
+      for (int j = 0; j < S; ++j) {
+        const Packet k = in_register(ploadu<Packet>(key[j] + d));
+        for (int r = 0; r < R; ++r) acc[r][j] = pmadd(k, q[r], acc[r][j]);
+      }
+    }
+    store_sums(acc, decode_scores_.data() + c, KB);
   }
 
   /// One key tile [t0, t0 + cols): scores, online softmax step, P V.
@@ -431,29 +454,52 @@ inline bool wants_tail_skip(const Geometry& g, index_t key_block) {
          std::any_of(g.slopes.begin(), g.slopes.end(), [](float m) { return m > 0; });
 }
 
-/// Runs the fused forward over all tasks. `norms`: key norm bounds the caller keeps (a KV
+/// One call of the fused forward cut into tasks, for callers that schedule the tasks of several
+/// calls in one parallel loop (split_forward). `norms`: key norm bounds the caller keeps (a KV
 /// cache; with suffix maxima prepared when not causal); without them, and with the tail skip
-/// on, they are measured here in one pass over k.
+/// on, they are measured here in one pass over k. Not movable: the tasks point at the counters.
+template <class T>
+struct ForwardCall {
+  ForwardCall(const Geometry& geometry, TensorView<const T> q_, TensorView<const T> k_,
+              TensorView<const T> v_, TensorView<T> out_, float* lse_, int num_threads,
+              const KeyNormBounds* norms = nullptr, index_t norms_shift = 0)
+      : g(geometry), tasks(ForwardTasks::make<accum_t<T>>(g)), q(q_), k(k_), v(v_), out(out_),
+        lse(lse_) {
+    if (wants_tail_skip(g, kernel_traits<accum_t<T>>::key_block)) {
+      if (norms == nullptr) {
+        measured.emplace(KeyNormBounds::measure(k, num_threads));
+        if (!g.causal) measured->prepare_suffix();
+        norms = &*measured;
+      }
+      tasks.norms = norms;
+      tasks.norms_shift = measured ? 0 : norms_shift;
+    }
+    tasks.counters = &counters;
+  }
+  ForwardCall(const ForwardCall&) = delete;
+  ForwardCall& operator=(const ForwardCall&) = delete;
+
+  /// A worker for this call's tasks 0 .. tasks.count - 1.
+  ForwardWorker<T> worker() const { return ForwardWorker<T>(g, tasks, q, k, v, out, lse); }
+  AttentionStats stats() const { return {counters.keys_visited, counters.keys_allowed}; }
+
+  Geometry g;
+  ForwardTasks tasks;
+  TensorView<const T> q, k, v;
+  TensorView<T> out;
+  float* lse;
+  std::optional<KeyNormBounds> measured;
+  ForwardTasks::Counters counters;
+};
+
+/// Runs the fused forward over all tasks (see ForwardCall for `norms`).
 template <class T>
 void forward(const Geometry& g, TensorView<const T> q, TensorView<const T> k, TensorView<const T> v,
              TensorView<T> out, float* lse, int num_threads, AttentionStats* stats,
              const KeyNormBounds* norms = nullptr, index_t norms_shift = 0) {
-  ForwardTasks tasks = ForwardTasks::make<accum_t<T>>(g);
-  std::optional<KeyNormBounds> measured;
-  if (wants_tail_skip(g, kernel_traits<accum_t<T>>::key_block)) {
-    if (norms == nullptr) {
-      measured.emplace(KeyNormBounds::measure(k, num_threads));
-      if (!g.causal) measured->prepare_suffix();
-      norms = &*measured;
-    }
-    tasks.norms = norms;
-    tasks.norms_shift = measured ? 0 : norms_shift;
-  }
-  ForwardTasks::Counters counters;
-  tasks.counters = &counters;
-  parallel_tasks(tasks.count, num_threads,
-                 [&] { return ForwardWorker<T>(g, tasks, q, k, v, out, lse); });
-  if (stats != nullptr) *stats = AttentionStats{counters.keys_visited, counters.keys_allowed};
+  ForwardCall<T> call(g, q, k, v, out, lse, num_threads, norms, norms_shift);
+  parallel_tasks(call.tasks.count, num_threads, [&] { return call.worker(); });
+  if (stats != nullptr) *stats = call.stats();
 }
 
 }  // namespace detail

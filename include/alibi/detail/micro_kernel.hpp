@@ -9,6 +9,7 @@
 #include <Eigen/Core>
 
 #include "../tensor_view.hpp"
+#include "packet_math.hpp"
 
 namespace alibi {
 namespace detail {
@@ -49,7 +50,7 @@ EIGEN_DONT_INLINE void micro_tile(StridedOperand<Scalar> lhs, const Scalar* rhs,
   const Scalar* l = lhs.data;
   for (index_t d = 0; d < depth; ++d, l += lhs.depth_stride, rhs += rhs_stride) {
     Packet b[NP];
-    for (int j = 0; j < NP; ++j) b[j] = ploadu<Packet>(rhs + j * width);
+    for (int j = 0; j < NP; ++j) b[j] = in_register(ploadu<Packet>(rhs + j * width));
     for (int i = 0; i < MR; ++i) {
       const Packet a = pset1<Packet>(l[i * lhs.row_stride]);
       for (int j = 0; j < NP; ++j) acc[i][j] = pmadd(a, b[j], acc[i][j]);

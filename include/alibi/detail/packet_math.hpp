@@ -57,5 +57,58 @@ Packet mask_outside(const Packet& x, index_t first, index_t begin, index_t end) 
   }
 }
 
+/// `x`, which the compiler must now hold in a register: loaded once rather than folded into
+/// each of its uses (a packet used by several FMAs would otherwise be read from L1 by each).
+template <class Packet>
+Packet in_register(Packet x) {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  if constexpr (!std::is_arithmetic<Packet>::value) __asm__("" : "+v"(x));
+#endif
+  return x;
+}
+
+#ifdef EIGEN_VECTORIZE_AVX512
+/// The horizontal sums of 16 packets of 16 floats as one packet: lane 4a + b holds the sum of
+/// v[4b + a]. Four levels of shuffles and adds (halves, quarters, pairs, lanes) instead of sixteen
+/// reductions, for blocks of dot products.
+inline Eigen::internal::Packet16f transposed_sums(const Eigen::internal::Packet16f (&v)[16]) {
+  Eigen::internal::Packet16f halves[8], quarters[4], pairs[2];
+  for (int i = 0; i < 8; ++i)
+    halves[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0x44),
+                              _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0xEE));
+  for (int i = 0; i < 4; ++i)
+    quarters[i] = _mm512_add_ps(_mm512_shuffle_f32x4(halves[2 * i], halves[2 * i + 1], 0x88),
+                                _mm512_shuffle_f32x4(halves[2 * i], halves[2 * i + 1], 0xDD));
+  for (int i = 0; i < 2; ++i)
+    pairs[i] = _mm512_add_ps(_mm512_shuffle_ps(quarters[2 * i], quarters[2 * i + 1], 0x44),
+                             _mm512_shuffle_ps(quarters[2 * i], quarters[2 * i + 1], 0xEE));
+  return _mm512_add_ps(_mm512_shuffle_ps(pairs[0], pairs[1], 0x88),
+                       _mm512_shuffle_ps(pairs[0], pairs[1], 0xDD));
+}
+#endif
+
+/// sums[r * stride + j] = the horizontal sum of acc[r][j].
+template <class Packet, int R, int S>
+void store_sums(const Packet (&acc)[R][S], packet_scalar<Packet>* sums, index_t stride) {
+  using namespace Eigen::internal;
+#ifdef EIGEN_VECTORIZE_AVX512
+  if constexpr (R * S == 16 && unpacket_traits<Packet>::size == 16 &&
+                std::is_same<packet_scalar<Packet>, float>::value) {
+    Packet16f v[16];
+    for (int r = 0; r < R; ++r)
+      for (int j = 0; j < S; ++j) {
+        const int lane = r * S + j;  // row r's sums end up side by side
+        v[4 * (lane % 4) + lane / 4] = acc[r][j];
+      }
+    alignas(64) float lanes[16];
+    pstore(lanes, transposed_sums(v));
+    for (int r = 0; r < R; ++r) std::copy_n(lanes + r * S, S, sums + r * stride);
+    return;
+  }
+#endif
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < S; ++j) sums[r * stride + j] = predux(acc[r][j]);
+}
+
 }  // namespace detail
 }  // namespace alibi
