@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "detail/cache_storage.hpp"
 #include "detail/forward.hpp"
 #include "detail/numeric.hpp"
 #include "detail/tail_bound.hpp"
@@ -137,8 +138,8 @@ class KVCache {
   void reserve(index_t keys) {
     if (keys <= capacity_) return;
     const index_t capacity = std::max<index_t>({keys, 2 * capacity_, 256});
-    std::vector<T> k(std::size_t(batch_ * heads_ * capacity * head_dim_));
-    std::vector<T> v(std::size_t(batch_ * heads_ * capacity * value_dim_));
+    detail::cache_vector<T> k(std::size_t(batch_ * heads_ * capacity * head_dim_));
+    detail::cache_vector<T> v(std::size_t(batch_ * heads_ * capacity * value_dim_));
     for (index_t b = 0; b < batch_; ++b)
       for (index_t h = 0; h < heads_; ++h) {
         const index_t n = lengths_[std::size_t(b)];
@@ -175,7 +176,7 @@ class KVCache {
   index_t batch_, heads_, head_dim_, value_dim_, keep_last_;
   index_t capacity_ = 0, first_position_ = 0;
   std::vector<index_t> lengths_;
-  std::vector<T> keys_, values_;
+  detail::cache_vector<T> keys_, values_;
   mutable detail::KeyNormBounds norms_;
 };
 
