@@ -227,15 +227,14 @@ void split_forward(const Geometry& g, TensorView<const T> q, TensorView<const T>
                : make_view(partial_out.data() + (c - 1) * rows * g.value_dim, g.batch, g.seq_q,
                            g.heads_q, g.value_dim);
     calls.push_back(std::make_unique<ForwardCall<T>>(part, q, slice(k), slice(v), chunk_out,
-                                                     chunk_lse.data() + c * rows, 1, norms,
-                                                     begin));
+                                                     chunk_lse.data() + c * rows, 1, norms, begin));
   }
   // The tasks of chunks [first, last), chunk by chunk; a thread makes a worker per chunk.
   const index_t per_chunk = calls[0]->tasks.count;
   const auto run = [&](index_t first, index_t last) {
     parallel_tasks((last - first) * per_chunk, threads, [&] {
-      return [&, current = index_t(-1), worker = std::optional<ForwardWorker<T>>()](
-                 index_t task) mutable {
+      return [&, current = index_t(-1),
+              worker = std::optional<ForwardWorker<T>>()](index_t task) mutable {
         const index_t c = first + task / per_chunk;
         if (c != current) {
           worker.emplace(calls[std::size_t(c)]->worker());
@@ -276,8 +275,8 @@ void split_forward(const Geometry& g, TensorView<const T> q, TensorView<const T>
   AttentionStats total = calls[0]->stats();
   for (index_t c = 1; c < done; ++c) {
     merge(TensorView<const T>(out), chunk_lse.data(),
-          TensorView<const T>(make_view(partial_out.data() + (c - 1) * rows * g.value_dim,
-                                        g.batch, g.seq_q, g.heads_q, g.value_dim)),
+          TensorView<const T>(make_view(partial_out.data() + (c - 1) * rows * g.value_dim, g.batch,
+                                        g.seq_q, g.heads_q, g.value_dim)),
           chunk_lse.data() + c * rows, out, chunk_lse.data());
     const AttentionStats part = calls[std::size_t(c)]->stats();
     total.keys_visited += part.keys_visited;

@@ -35,9 +35,7 @@ struct CacheAllocator {
 #endif
     return static_cast<T*>(p);
   }
-  void deallocate(T* p, std::size_t n) {
-    ::operator delete(p, alignment(n * sizeof(T)));
-  }
+  void deallocate(T* p, std::size_t n) { ::operator delete(p, alignment(n * sizeof(T))); }
   template <class U>
   bool operator==(const CacheAllocator<U>&) const {
     return true;
