@@ -20,7 +20,7 @@ awk -f "$(dirname "$0")/benchmarks.awk" "$json" | awk -v dir="$data" '
 for f in "$data"/*.dat; do sort -n "$f" -o "$f"; done
 
 gnuplot <<GNUPLOT
-set terminal pngcairo size 800,480 font ",11"
+set terminal pngcairo size 800,480 font ",11" noenhanced
 set output "$png"
 set title "Decode, Hq = 32, Hkv = 8, D = 128, float cache, slopes(32), 2 threads"
 set logscale xy
