@@ -56,7 +56,12 @@ EIGEN_DONT_INLINE void micro_tile(StridedOperand<Scalar> lhs, const Scalar* rhs,
       for (int j = 0; j < NP; ++j) acc[i][j] = pmadd(a, b[j], acc[i][j]);
     }
   }
-  finish(acc, out, out_stride, row, packet);
+  // finish takes the accumulators by reference; handing it a copy keeps `acc` itself out of
+  // memory (clang otherwise stores half of it to the stack at every step of the loop).
+  Packet result[MR][NP];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NP; ++j) result[i][j] = acc[i][j];
+  finish(result, out, out_stride, row, packet);
 }
 
 /// One micro-tile of `packets` (1 to NP) packets: the narrower remainder of a row of packets gets
