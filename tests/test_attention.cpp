@@ -275,39 +275,47 @@ TEST_CASE("rows with no allowed key give exactly 0 and -inf", "[attention]") {
 }
 
 TEST_CASE("NaN in the inputs reaches exactly the rows that read it", "[attention]") {
-  const Shape s{1, 80, 80, 1, 1, 8, 8};
-  auto q = random_values<float>(s.q_size(), 21);
-  auto k = random_values<float>(s.k_size(), 22);
-  const auto v = random_values<float>(s.v_size(), 23);
-  const index_t bad_query = 10, bad_key = 50;
-  q[std::size_t(bad_query * s.head_dim)] = std::nanf("");
-  k[std::size_t(bad_key * s.head_dim + 3)] = std::nanf("");
-  std::vector<float> out(s.out_size());
-  alibi::attention(q_view(s, q.data()), k_view(s, k.data()), v_view(s, v.data()),
-                   out_view(s, out.data()));  // causal: key 50 is read by queries 50..79
-  for (index_t i = 0; i < s.seq_q; ++i) {
-    const bool poisoned = i == bad_query || i >= bad_key;
-    INFO("query " << i);
-    CHECK(std::isnan(out[std::size_t(i * s.value_dim)]) == poisoned);
+  // 80 x 80 takes the prefill tiles; 8 queries (the last 8 positions) of head_dim 16 the decode
+  // walk. Causal: key t is read by the queries at positions t and after.
+  for (const Shape& s : {Shape{1, 80, 80, 1, 1, 8, 8}, Shape{1, 8, 80, 1, 1, 16, 16}}) {
+    INFO("Sq " << s.seq_q << ", D " << s.head_dim);
+    auto q = random_values<float>(s.q_size(), 21);
+    auto k = random_values<float>(s.k_size(), 22);
+    const auto v = random_values<float>(s.v_size(), 23);
+    const index_t first = s.seq_k - s.seq_q;  // position of query 0
+    const index_t bad_query = s.seq_q / 8, bad_key = first + s.seq_q * 5 / 8;
+    q[std::size_t(bad_query * s.head_dim)] = std::nanf("");
+    k[std::size_t(bad_key * s.head_dim + 3)] = std::nanf("");
+    std::vector<float> out(s.out_size());
+    alibi::attention(q_view(s, q.data()), k_view(s, k.data()), v_view(s, v.data()),
+                     out_view(s, out.data()));
+    for (index_t i = 0; i < s.seq_q; ++i) {
+      const bool poisoned = i == bad_query || first + i >= bad_key;
+      INFO("query " << i);
+      CHECK(std::isnan(out[std::size_t(i * s.value_dim)]) == poisoned);
+    }
   }
 }
 
 TEST_CASE("masked keys weigh exactly zero", "[attention]") {
   // A huge value at a key beyond the causal edge: any nonzero weight for it (vectorised exp of
-  // -inf is not 0 unless forced) shows up in the earlier rows that share its key tile.
-  const Shape s{1, 80, 80, 1, 1, 8, 8};
-  const auto q = random_values<float>(s.q_size(), 31);
-  const auto k = random_values<float>(s.k_size(), 32);
-  auto v = random_values<float>(s.v_size(), 33);
-  const index_t huge_key = 60;
-  v[std::size_t(huge_key * s.value_dim)] = 3e38f;
-  const Both<float> r = run_both(s, q, k, v, alibi::Params{});
-  for (index_t i = 0; i < huge_key; ++i)
-    for (index_t d = 0; d < s.value_dim; ++d) {
-      INFO("query " << i << ", d " << d);
-      REQUIRE(r.out[std::size_t(i * s.value_dim + d)] ==
-              Approx(r.ref[std::size_t(i * s.value_dim + d)]).margin(float_tolerance));
-    }
+  // -inf is not 0 unless forced) shows up in the earlier rows that share its key tile. Prefill
+  // tiles (80 x 80) and the decode walk (8 queries, head_dim 16).
+  for (const Shape& s : {Shape{1, 80, 80, 1, 1, 8, 8}, Shape{1, 8, 80, 1, 1, 16, 16}}) {
+    INFO("Sq " << s.seq_q << ", D " << s.head_dim);
+    const auto q = random_values<float>(s.q_size(), 31);
+    const auto k = random_values<float>(s.k_size(), 32);
+    auto v = random_values<float>(s.v_size(), 33);
+    const index_t first = s.seq_k - s.seq_q, huge_key = first + s.seq_q * 3 / 4;
+    v[std::size_t(huge_key * s.value_dim)] = 3e38f;
+    const Both<float> r = run_both(s, q, k, v, alibi::Params{});
+    for (index_t i = 0; first + i < huge_key; ++i)
+      for (index_t d = 0; d < s.value_dim; ++d) {
+        INFO("query " << i << ", d " << d);
+        REQUIRE(r.out[std::size_t(i * s.value_dim + d)] ==
+                Approx(r.ref[std::size_t(i * s.value_dim + d)]).margin(float_tolerance));
+      }
+  }
 }
 
 TEST_CASE("keys beyond seqlens_k are never read", "[attention]") {

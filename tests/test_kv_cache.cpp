@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 
 #include <cstring>
+#include <utility>
 
 using namespace alibi_test;
 
@@ -78,39 +79,45 @@ TEST_CASE("ragged batch rows each attend their own history", "[kv_cache]") {
 TEST_CASE("split-KV decode of a long cache: within the bound, the same for any thread count",
           "[kv_cache]") {
   // 40000 keys: more than two decode chunks. Slopes 1/2 and 1/4 skip everything past the first
-  // chunk; slope 0 needs the split and the merge.
-  const index_t n = 40000, Hq = 4, Hkv = 2, D = 8;
-  const auto k = random_values<float>(std::size_t(n * Hkv * D), 151);
-  const auto v = random_values<float>(std::size_t(n * Hkv * D), 152);
-  const auto q = random_values<float>(std::size_t(Hq * D), 153);
-  alibi::KVCache<float> cache(1, Hkv, D);
-  cache.append(alibi::make_view(k.data(), 1, n, Hkv, D), alibi::make_view(v.data(), 1, n, Hkv, D));
-  for (const std::vector<float>& slopes : {std::vector<float>{0.5f, 0.25f, 0.5f, 0.25f},
-                                           std::vector<float>{0.5f, 0.0f, 0.01f, 0.25f}}) {
-    alibi::Params p;
-    p.slopes = slopes;
-    std::vector<float> ref(std::size_t(Hq * D));
-    alibi::reference::attention(
-        alibi::make_view(q.data(), 1, 1, Hq, D), alibi::make_view(k.data(), 1, n, Hkv, D),
-        alibi::make_view(v.data(), 1, n, Hkv, D), alibi::make_view(ref.data(), 1, 1, Hq, D), p);
-    std::vector<std::vector<float>> outs;
-    for (int threads : {1, 2, 3}) {
-      for (float tolerance : {0.0f, 0x1p-24f}) {
-        p.num_threads = threads;
-        p.tail_tolerance = tolerance;
-        alibi::AttentionStats stats;
-        p.stats = &stats;
-        outs.emplace_back(std::size_t(Hq * D));
-        alibi::attention(alibi::make_view(q.data(), 1, 1, Hq, D), cache,
-                         alibi::make_view(outs.back().data(), 1, 1, Hq, D), p);
-        for (std::size_t i = 0; i < ref.size(); ++i)
-          CHECK(outs.back()[i] == Approx(ref[i]).margin(1e-6));
-        if (tolerance == 0) CHECK(stats.keys_visited == Hkv * n);
-        if (tolerance > 0 && slopes[1] > 0) CHECK(stats.keys_visited < Hkv * 16384);
+  // chunk; slope 0 needs the split and the merge. D = 64 with 3 query rows per head takes the
+  // decode walk (a few rows per kv head, head_dim a whole number of packets); D = 8 the tiles.
+  const index_t n = 40000, Hq = 4, Hkv = 2;
+  for (const auto& [D, Sq] : {std::pair<index_t, index_t>{8, 1}, {64, 3}}) {
+    INFO("D " << D << ", Sq " << Sq);
+    const auto k = random_values<float>(std::size_t(n * Hkv * D), 151);
+    const auto v = random_values<float>(std::size_t(n * Hkv * D), 152);
+    const auto q = random_values<float>(std::size_t(Sq * Hq * D), 153);
+    alibi::KVCache<float> cache(1, Hkv, D);
+    cache.append(alibi::make_view(k.data(), 1, n, Hkv, D),
+                 alibi::make_view(v.data(), 1, n, Hkv, D));
+    const std::size_t size = std::size_t(Sq * Hq * D);
+    for (const std::vector<float>& slopes : {std::vector<float>{0.5f, 0.25f, 0.5f, 0.25f},
+                                             std::vector<float>{0.5f, 0.0f, 0.01f, 0.25f}}) {
+      alibi::Params p;
+      p.slopes = slopes;
+      std::vector<float> ref(size);
+      alibi::reference::attention(
+          alibi::make_view(q.data(), 1, Sq, Hq, D), alibi::make_view(k.data(), 1, n, Hkv, D),
+          alibi::make_view(v.data(), 1, n, Hkv, D), alibi::make_view(ref.data(), 1, Sq, Hq, D), p);
+      std::vector<std::vector<float>> outs;
+      for (int threads : {1, 2, 3}) {
+        for (float tolerance : {0.0f, 0x1p-24f}) {
+          p.num_threads = threads;
+          p.tail_tolerance = tolerance;
+          alibi::AttentionStats stats;
+          p.stats = &stats;
+          outs.emplace_back(size);
+          alibi::attention(alibi::make_view(q.data(), 1, Sq, Hq, D), cache,
+                           alibi::make_view(outs.back().data(), 1, Sq, Hq, D), p);
+          for (std::size_t i = 0; i < ref.size(); ++i)
+            CHECK(outs.back()[i] == Approx(ref[i]).margin(1e-6));
+          if (tolerance == 0) CHECK(stats.keys_visited == Hkv * n);
+          if (tolerance > 0 && slopes[1] > 0) CHECK(stats.keys_visited < Hkv * 16384);
+        }
       }
+      for (std::size_t i = 2; i < outs.size(); ++i)
+        CHECK(std::memcmp(outs[i].data(), outs[i % 2].data(), size * sizeof(float)) == 0);
     }
-    for (std::size_t i = 2; i < outs.size(); ++i)
-      CHECK(std::memcmp(outs[i].data(), outs[i % 2].data(), outs[i].size() * sizeof(float)) == 0);
   }
 }
 

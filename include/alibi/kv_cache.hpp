@@ -199,11 +199,16 @@ void split_forward(const Geometry& g, TensorView<const T> q, TensorView<const T>
   const index_t rows = g.batch * g.heads_q * g.seq_q,
                 chunks = (g.seq_k + decode_chunk - 1) / decode_chunk;
   const bool skip = wants_tail_skip(g, kernel_traits<Acc>::key_block);
-  // Chunk 0 writes to out and lse; the others to partials merged into them.
+  // Chunk 0 writes to out and lse; the others to partials merged into them, allocated only when
+  // they run (with the skip, usually never: a step then costs O(keys visited)).
   std::vector<float> chunk_lse(static_cast<std::size_t>(rows * chunks));
-  std::vector<T> partial_out(static_cast<std::size_t>(rows * g.value_dim * (chunks - 1)));
-  std::vector<std::unique_ptr<ForwardCall<T>>> calls;
-  for (index_t c = 0; c < chunks; ++c) {
+  std::unique_ptr<T[]> partial_out;
+  std::vector<std::unique_ptr<ForwardCall<T>>> calls(static_cast<std::size_t>(chunks));
+  const auto partial = [&](index_t c) {
+    return make_view(partial_out.get() + (c - 1) * rows * g.value_dim, g.batch, g.seq_q, g.heads_q,
+                     g.value_dim);
+  };
+  const auto make_call = [&](index_t c) {
     Geometry part = g;
     const index_t end = g.seq_k - c * decode_chunk,
                   begin = std::max<index_t>(0, end - decode_chunk);
@@ -222,16 +227,17 @@ void split_forward(const Geometry& g, TensorView<const T> q, TensorView<const T>
       view.shape[1] = part.seq_k;
       return view;
     };
-    const TensorView<T> chunk_out =
-        c == 0 ? out
-               : make_view(partial_out.data() + (c - 1) * rows * g.value_dim, g.batch, g.seq_q,
-                           g.heads_q, g.value_dim);
-    calls.push_back(std::make_unique<ForwardCall<T>>(part, q, slice(k), slice(v), chunk_out,
-                                                     chunk_lse.data() + c * rows, 1, norms, begin));
-  }
+    calls[std::size_t(c)] =
+        std::make_unique<ForwardCall<T>>(part, q, slice(k), slice(v), c == 0 ? out : partial(c),
+                                         chunk_lse.data() + c * rows, 1, norms, begin);
+  };
+  make_call(0);
   // The tasks of chunks [first, last), chunk by chunk; a thread makes a worker per chunk.
   const index_t per_chunk = calls[0]->tasks.count;
   const auto run = [&](index_t first, index_t last) {
+    if (last > 1 && !partial_out)  // every element is written: no zero fill
+      partial_out.reset(new T[std::size_t(rows * g.value_dim * (chunks - 1))]);
+    for (index_t c = std::max<index_t>(first, 1); c < last; ++c) make_call(c);
     parallel_tasks((last - first) * per_chunk, threads, [&] {
       return [&, current = index_t(-1),
               worker = std::optional<ForwardWorker<T>>()](index_t task) mutable {
@@ -274,9 +280,7 @@ void split_forward(const Geometry& g, TensorView<const T> q, TensorView<const T>
   }
   AttentionStats total = calls[0]->stats();
   for (index_t c = 1; c < done; ++c) {
-    merge(TensorView<const T>(out), chunk_lse.data(),
-          TensorView<const T>(make_view(partial_out.data() + (c - 1) * rows * g.value_dim, g.batch,
-                                        g.seq_q, g.heads_q, g.value_dim)),
+    merge(TensorView<const T>(out), chunk_lse.data(), TensorView<const T>(partial(c)),
           chunk_lse.data() + c * rows, out, chunk_lse.data());
     const AttentionStats part = calls[std::size_t(c)]->stats();
     total.keys_visited += part.keys_visited;

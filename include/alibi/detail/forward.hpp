@@ -219,8 +219,9 @@ class ForwardWorker {
           std::fill(s, s + KB, Acc(0));
           continue;
         }
-        // -m |d0 - c| for column c, as the prefill's Finish; exact integers in Acc (the nearest
-        // distance is out of the bias), and columns outside the row's keys or past the tile masked.
+        // -m |d0 - c| for column c, as the prefill's Finish: integers exact in Acc up to 2^24 keys
+        // between a row and its nearest key in one task (float; a split decode's chunks hold
+        // 16384), and columns outside the row's keys or past the tile masked.
         const KeyRange keys = softmax_.keys(r);
         const index_t end = std::min(keys.end, t0 + cols);
         const bool masked = keys.begin > t0 || end < t0 + round_up(cols, W);
