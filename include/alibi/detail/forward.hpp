@@ -203,7 +203,7 @@ class ForwardWorker {
     for (index_t r = 0; r < decode_rows; ++r) max[r] = minus_inf, sum[r] = 0;
     for (index_t t0 = span.begin; t0 < span.end; t0 += KB) {
       const index_t cols = std::min(KB, span.end - t0);
-      // Scores, one key row at a time against every query row.
+      // Scores: several keys per step against every query row, each key row read once.
       if (rows <= 1)
         decode_scores<1>(b, kv, t0, cols, span.end);
       else if (rows <= 2)
