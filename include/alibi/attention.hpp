@@ -1,7 +1,8 @@
 #pragma once
-// alibi::attention, the fused forward. The tile loop is in detail/forward.hpp.
+// alibi::attention, the fused forward. Its schedule is in detail/split_kv.hpp, the tile loop in
+// detail/forward.hpp.
 
-#include "detail/forward.hpp"
+#include "detail/split_kv.hpp"
 #include "detail/validate.hpp"
 #include "params.hpp"
 #include "tensor_view.hpp"
@@ -36,7 +37,7 @@ void attention(TensorView<const detail::nondeduced<T>> q, TensorView<const detai
                 "alibi::attention: T must be float, double, Eigen::half or Eigen::bfloat16");
   const detail::Geometry geometry =
       detail::validate_forward("alibi::attention", q, k, v, out, params, lse);
-  detail::forward(geometry, q, k, v, out, lse, params.num_threads, params.stats);
+  detail::forward_views(geometry, q, k, v, out, lse, params.num_threads, params.stats);
 }
 
 }  // namespace alibi

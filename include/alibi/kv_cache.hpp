@@ -11,8 +11,8 @@
 #include <vector>
 
 #include "detail/cache_storage.hpp"
-#include "detail/forward.hpp"
 #include "detail/numeric.hpp"
+#include "detail/split_kv.hpp"
 #include "detail/tail_bound.hpp"
 #include "detail/validate.hpp"
 #include "merge.hpp"
@@ -180,118 +180,6 @@ class KVCache {
   mutable detail::KeyNormBounds norms_;
 };
 
-namespace detail {
-
-/// Keys per chunk of a split-KV decode: fixed (not derived from the thread count) so that the
-/// result does not depend on it.
-constexpr index_t decode_chunk = 16384;
-
-/// Decode against a long cache, its keys cut into chunks from the newest. With the tail skip,
-/// the nearest chunk first; if the keys beyond it are provably negligible against it (the tail
-/// bound, with half the tolerance), done. The other chunks (all of them without the skip, each
-/// skipping within itself with half the tolerance) run as one parallel loop over their (batch,
-/// kv head) tasks, and merge in chunk order.
-template <class T>
-void split_forward(const Geometry& g, TensorView<const T> q, TensorView<const T> k,
-                   TensorView<const T> v, TensorView<T> out, float* lse, int threads,
-                   const KeyNormBounds* norms, AttentionStats* stats) {
-  using Acc = accum_t<T>;
-  const index_t rows = g.batch * g.heads_q * g.seq_q,
-                chunks = (g.seq_k + decode_chunk - 1) / decode_chunk;
-  const bool skip = wants_tail_skip(g, kernel_traits<Acc>::key_block);
-  // Chunk 0 writes to out and lse; the others to partials merged into them, allocated only when
-  // they run (with the skip, usually never: a step then costs O(keys visited)).
-  std::vector<float> chunk_lse(static_cast<std::size_t>(rows * chunks));
-  std::unique_ptr<T[]> partial_out;
-  std::vector<std::unique_ptr<ForwardCall<T>>> calls(static_cast<std::size_t>(chunks));
-  const auto partial = [&](index_t c) {
-    return make_view(partial_out.get() + (c - 1) * rows * g.value_dim, g.batch, g.seq_q, g.heads_q,
-                     g.value_dim);
-  };
-  const auto make_call = [&](index_t c) {
-    Geometry part = g;
-    const index_t end = g.seq_k - c * decode_chunk,
-                  begin = std::max<index_t>(0, end - decode_chunk);
-    part.seq_k = end - begin;
-    part.key_offset = g.key_offset + begin;
-    part.tail_tolerance = g.tail_tolerance / 2;
-    part.seqlens_k.assign(std::size_t(g.batch), 0);
-    part.batch_query_offsets.assign(std::size_t(g.batch), 0);
-    for (index_t b = 0; b < g.batch; ++b) {
-      part.seqlens_k[std::size_t(b)] =
-          std::min(std::max<index_t>(g.valid_keys(b) - begin, 0), end - begin);
-      part.batch_query_offsets[std::size_t(b)] = g.query_position(b, 0);
-    }
-    const auto slice = [&](TensorView<const T> view) {
-      view.data = view.row(0, begin, 0);
-      view.shape[1] = part.seq_k;
-      return view;
-    };
-    calls[std::size_t(c)] =
-        std::make_unique<ForwardCall<T>>(part, q, slice(k), slice(v), c == 0 ? out : partial(c),
-                                         chunk_lse.data() + c * rows, 1, norms, begin);
-  };
-  make_call(0);
-  // The tasks of chunks [first, last), chunk by chunk; a thread makes a worker per chunk.
-  const index_t per_chunk = calls[0]->tasks.count;
-  const auto run = [&](index_t first, index_t last) {
-    if (last > 1 && !partial_out)  // every element is written: no zero fill
-      partial_out.reset(new T[std::size_t(rows * g.value_dim * (chunks - 1))]);
-    for (index_t c = std::max<index_t>(first, 1); c < last; ++c) make_call(c);
-    parallel_tasks((last - first) * per_chunk, threads, [&] {
-      return [&, current = index_t(-1),
-              worker = std::optional<ForwardWorker<T>>()](index_t task) mutable {
-        const index_t c = first + task / per_chunk;
-        if (c != current) {
-          worker.emplace(calls[std::size_t(c)]->worker());
-          current = c;
-        }
-        (*worker)(task % per_chunk);
-      };
-    });
-  };
-  index_t done = chunks;
-  if (skip && chunks > 1) {
-    run(0, 1);
-    // Whether every row's keys before the first chunk can carry at most tolerance/2 of its sum.
-    const index_t first_begin = std::max<index_t>(0, g.seq_k - decode_chunk);
-    bool rest_negligible = norms != nullptr;
-    for (index_t b = 0; b < g.batch && rest_negligible; ++b)
-      for (index_t h = 0; h < g.heads_q && rest_negligible; ++h)
-        for (index_t i = 0; i < g.seq_q && rest_negligible; ++i) {
-          const index_t p = g.query_position(b, i);
-          const KeyRange keys = g.allowed_keys(b, p);
-          if (keys.begin >= std::min(first_begin, keys.end)) continue;  // nothing left for it
-          double squares = 0;
-          for (index_t d = 0; d < g.head_dim; ++d) {
-            const double x = double(Acc(q(b, i, h, d))) * double(g.scale);
-            squares += x * x;
-          }
-          const double log_sum = chunk_lse[std::size_t((b * g.heads_q + h) * g.seq_q + i)];
-          const double bound = tail_weight(
-              std::sqrt(squares), norms->before(b, g.kv_head(h), first_begin), g.slope(b, h),
-              p - g.key_position(std::min(first_begin, keys.end) - 1), log_sum);
-          rest_negligible = bound <= g.tail_tolerance / 2;  // NaN: keep going
-        }
-    done = rest_negligible ? 1 : chunks;
-    if (!rest_negligible) run(1, chunks);
-  } else {
-    run(0, chunks);
-  }
-  AttentionStats total = calls[0]->stats();
-  for (index_t c = 1; c < done; ++c) {
-    merge(TensorView<const T>(out), chunk_lse.data(), TensorView<const T>(partial(c)),
-          chunk_lse.data() + c * rows, out, chunk_lse.data());
-    const AttentionStats part = calls[std::size_t(c)]->stats();
-    total.keys_visited += part.keys_visited;
-    total.keys_allowed += part.keys_allowed;
-  }
-  if (lse != nullptr) std::copy_n(chunk_lse.begin(), rows, lse);
-  if (stats != nullptr) *stats = total;
-}
-
-}  // namespace detail
-
 /// Attention of q [B, Sq, Hq, D] against everything `cache` holds: keys at absolute positions
 /// from cache.first_position(), each batch row over its own length (Params::key_offset and
 /// seqlens_k are set from the cache and must be left unset). With the default causal mask and
@@ -310,10 +198,7 @@ void attention(TensorView<const detail::nondeduced<T>> q, const KVCache<T>& cach
   const TensorView<const T> k = cache.keys(), v = cache.values();
   const detail::Geometry g = detail::validate_forward(fn, q, k, v, out, params, lse);
   if (!g.causal) cache.norms().prepare_suffix();
-  if (g.seq_q <= 16 && g.seq_k > detail::decode_chunk)
-    detail::split_forward(g, q, k, v, out, lse, params.num_threads, &cache.norms(), params.stats);
-  else
-    detail::forward(g, q, k, v, out, lse, params.num_threads, params.stats, &cache.norms());
+  detail::forward_views(g, q, k, v, out, lse, params.num_threads, params.stats, &cache.norms());
 }
 
 }  // namespace alibi

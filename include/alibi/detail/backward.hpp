@@ -193,19 +193,13 @@ class BackwardBlock {
                     index_t packet) const {
       using namespace Eigen::internal;
       const auto& s = block->softmax_;
-      const Packet minus_inf = pset1<Packet>(-std::numeric_limits<Acc>::infinity());
       for (int j = 0; j < NP_; ++j) {
         const index_t r0 = (packet + j) * W;
-        const Packet d0 = pload<Packet>(s.distances() + r0);
-        const Packet slope = pload<Packet>(s.minus_slopes() + r0);
-        const Packet lo = pload<Packet>(s.firsts() + r0), hi = pload<Packet>(s.lasts() + r0);
+        const BiasMask<Acc> bias = s.bias_mask(r0);
         const Packet shift = pload<Packet>(&block->shift_[r0]);
-        const bool masked = s.edges()[packet + j] != 0;
+        const bool masked = s.edge(r0);
         for (int i = 0; i < MR_; ++i) {
-          const Packet column = pset1<Packet>(Acc(key + i));
-          Packet logit = pmadd(pabs(psub(d0, column)), slope, acc[i][j]);
-          if (masked)
-            logit = pselect(por(pcmp_lt(column, lo), pcmp_le(hi, column)), minus_inf, logit);
+          const Packet logit = bias(acc[i][j], pset1<Packet>(Acc(key + i)), masked);
           pstore(out + i * out_stride + j * W, exp_weight(psub(logit, shift)));
         }
       }
@@ -225,7 +219,7 @@ class BackwardBlock {
       for (int j = 0; j < NP_; ++j) {
         const index_t r0 = (packet + j) * W;
         const Packet row_dot = pload<Packet>(&block->row_dot_[r0]);
-        const Packet d0 = pload<Packet>(block->softmax_.distances() + r0);
+        const BiasMask<Acc> bias = block->softmax_.bias_mask(r0);
         Packet slope_grad = pset1<Packet>(Acc(0)), ds_sum = pset1<Packet>(Acc(0));
         for (int i = 0; i < MR_; ++i) {
           const Packet p = pload<Packet>(probs + i * out_stride + j * W);
@@ -234,7 +228,7 @@ class BackwardBlock {
                                     pmul(p, psub(acc[i][j], row_dot)));
           pstore(out + i * out_stride + j * W, ds);
           if (slope_grads) {
-            slope_grad = psub(slope_grad, pmul(ds, pabs(psub(d0, pset1<Packet>(Acc(key + i))))));
+            slope_grad = psub(slope_grad, pmul(ds, bias.distance(pset1<Packet>(Acc(key + i)))));
             ds_sum = padd(ds_sum, ds);
           }
         }

@@ -20,6 +20,10 @@ struct KeyRange {
   bool empty() const { return end <= begin; }
 };
 
+inline index_t round_up(index_t x, index_t multiple) {
+  return (x + multiple - 1) / multiple * multiple;
+}
+
 /// Window extents beyond this are unbounded; keeps every position sum inside int64.
 constexpr index_t unbounded_window = index_t(1) << 62;
 

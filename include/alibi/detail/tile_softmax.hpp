@@ -11,6 +11,7 @@
 
 #include <Eigen/Core>
 
+#include "bias_mask.hpp"
 #include "geometry.hpp"
 #include "kernel_traits.hpp"
 #include "packet_math.hpp"
@@ -70,7 +71,6 @@ class TileSoftmax {
   /// until here and are exact in Acc below 2^24 (float); columns are clamped to a little beyond
   /// the tile, which keeps them exact too.
   void prepare(index_t rows, index_t t0, index_t cols, index_t first_key_position) {
-    const auto clamp = [](index_t x) { return Acc(std::min(std::max<index_t>(x, -1), KB + 1)); };
     // The scores product covers whole micro-tiles of keys: columns past `cols` need the mask.
     const index_t covered = (cols + MR - 1) / MR * MR;
     const index_t padded = (rows + group_rows - 1) / group_rows * group_rows;
@@ -80,8 +80,8 @@ class TileSoftmax {
       // Keys past the tile are not in it: columns [cols, covered) hold no key of this tile (their
       // rows in the key buffer are stale) and must be masked even for rows that attend further.
       const index_t end = std::min(keys.end, t0 + cols);
-      first_[r] = clamp(keys.begin - t0);
-      last_[r] = clamp(end - t0);
+      first_[r] = tile_column<Acc>(keys.begin, t0, KB);
+      last_[r] = tile_column<Acc>(end, t0, KB);
       tile_max_[r] = -std::numeric_limits<Acc>::infinity();
       if (r % W == 0) edge_[r / W] = false;
       if (keys.empty() || keys.begin > t0 || end < t0 + covered) edge_[r / W] = true;
@@ -107,9 +107,15 @@ class TileSoftmax {
     return hull.empty() ? KeyRange{} : hull;
   }
 
-  /// Finishes a micro-tile of scoresᵀ (keys by packets of query rows) in registers: adds
-  /// -m |d0 - c| for key column c, masks where the tile needs it, stores the logits and folds
-  /// them into each row's max over the tile.
+  /// The bias and mask of the packet of rows from r0 for this tile (prepare() sets them).
+  BiasMask<Acc> bias_mask(index_t r0) const {
+    return BiasMask<Acc>::load(&distance_[r0], &minus_slope_[r0], &first_[r0], &last_[r0]);
+  }
+  /// Whether the packet of rows from r0 needs the mask in this tile.
+  bool edge(index_t r0) const { return edge_[r0 / W] != 0; }
+
+  /// Finishes a micro-tile of scoresᵀ (keys by packets of query rows) in registers: the bias and
+  /// the mask, stores the logits and folds them into each row's max over the tile.
   struct Finish {
     TileSoftmax* softmax;
 
@@ -118,20 +124,14 @@ class TileSoftmax {
                     index_t packet) const {
       using namespace Eigen::internal;
       TileSoftmax& s = *softmax;
-      const Packet minus_inf = pset1<Packet>(-std::numeric_limits<Acc>::infinity());
       for (int j = 0; j < NP_; ++j) {
         const index_t r0 = (packet + j) * W;
-        const Packet d0 = pload<Packet>(&s.distance_[r0]);
-        const Packet slope = pload<Packet>(&s.minus_slope_[r0]);
-        const Packet lo = pload<Packet>(&s.first_[r0]), hi = pload<Packet>(&s.last_[r0]);
-        const bool masked = s.edge_[packet + j] != 0;
+        const BiasMask<Acc> bias = s.bias_mask(r0);
+        const bool masked = s.edge(r0);
         Acc* tile_max = &s.tile_max_[r0];
         Packet max = pload<Packet>(tile_max);
         for (int i = 0; i < MR_; ++i) {
-          const Packet column = pset1<Packet>(Acc(key + i));
-          Packet logit = pmadd(pabs(psub(d0, column)), slope, acc[i][j]);
-          if (masked)
-            logit = pselect(por(pcmp_lt(column, lo), pcmp_le(hi, column)), minus_inf, logit);
+          const Packet logit = bias(acc[i][j], pset1<Packet>(Acc(key + i)), masked);
           pstore(out + i * out_stride + j * W, logit);
           max = pmax<Eigen::PropagateNaN>(max, logit);  // a NaN logit poisons its row
         }
@@ -170,16 +170,14 @@ class TileSoftmax {
     }
   }
 
-  /// The per-row arrays prepare() fills (the backward's tile finishers read them too).
-  const Acc* distances() const { return distance_.data(); }
-  const Acc* minus_slopes() const { return minus_slope_.data(); }
-  const Acc* firsts() const { return first_.data(); }
-  const Acc* lasts() const { return last_.data(); }
-  const char* edges() const { return edge_.data(); }
-
   /// Row r's running sum of exp(logit - max) and its running max.
   Acc sum(index_t r) const { return sum_[r]; }
   Acc max(index_t r) const { return max_[r]; }
+  /// For walks that keep them elsewhere while they run (the decode walk).
+  void set_running(index_t r, Acc max, Acc sum) {
+    max_[r] = max;
+    sum_[r] = sum;
+  }
 
  private:
   /// Replaces the logits of one packet of rows over `cols` by exp(logit - shift); returns their
