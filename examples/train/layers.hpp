@@ -52,18 +52,21 @@ struct LayerNorm {
   }
 };
 
-/// GELU, tanh approximation, elementwise.
-template <class S>
-S gelu(S x) {
+/// GELU, tanh approximation, elementwise on an array (Eigen vectorises the float tanh, which a
+/// scalar std::tanh per element would not: it was an eighth of a training step).
+template <class Derived>
+typename Derived::PlainObject gelu(const Eigen::ArrayBase<Derived>& x) {
+  using S = typename Derived::Scalar;
   const S c = S(0.7978845608028654);  // sqrt(2 / pi)
-  return S(0.5) * x * (S(1) + std::tanh(c * (x + S(0.044715) * x * x * x)));
+  return S(0.5) * x * (S(1) + (c * (x + S(0.044715) * x.cube())).tanh());
 }
-template <class S>
-S gelu_derivative(S x) {
+template <class Derived>
+typename Derived::PlainObject gelu_derivative(const Eigen::ArrayBase<Derived>& x) {
+  using S = typename Derived::Scalar;
   const S c = S(0.7978845608028654);
-  const S u = c * (x + S(0.044715) * x * x * x);
-  const S t = std::tanh(u);
-  return S(0.5) * (S(1) + t) + S(0.5) * x * (S(1) - t * t) * c * (S(1) + S(3 * 0.044715) * x * x);
+  const typename Derived::PlainObject t = (c * (x + S(0.044715) * x.cube())).tanh();
+  return S(0.5) * (S(1) + t) +
+         S(0.5) * x * (S(1) - t.square()) * c * (S(1) + S(3 * 0.044715) * x.square());
 }
 
 /// Mean cross-entropy of logits [rows, V] against targets; writes dlogits = dloss/dlogits.

@@ -137,7 +137,7 @@ class Model {
       b.ln2.forward(b.x2, b.ln2_gain.value, b.ln2_bias.value, b.h2);
       b.u.noalias() = b.h2 * b.up.value;
       b.u.rowwise() += b.up_bias.value.row(0);
-      b.g = b.u.unaryExpr([](S z) { return gelu(z); });
+      b.g = gelu(b.u.array()).matrix();
       x_.noalias() = b.x2 + b.g * b.down.value;
       x_.rowwise() += b.down_bias.value.row(0);
     }
@@ -157,9 +157,8 @@ class Model {
       // MLP: x3 = x2 + gelu(h2 up + up_bias) down + down_bias.
       b.down.grad.noalias() += b.g.transpose() * dx;
       b.down_bias.grad.row(0) += dx.colwise().sum();
-      Matrix<S> du = (dx * b.down.value.transpose()).cwiseProduct(b.u.unaryExpr([](S z) {
-        return gelu_derivative(z);
-      }));
+      Matrix<S> du =
+          ((dx * b.down.value.transpose()).array() * gelu_derivative(b.u.array())).matrix();
       b.up.grad.noalias() += b.h2.transpose() * du;
       b.up_bias.grad.row(0) += du.colwise().sum();
       dtmp.noalias() = du * b.up.value.transpose();
