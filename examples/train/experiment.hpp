@@ -8,9 +8,14 @@
 #include <cmath>
 #include <cstdio>
 #include <map>
+#include <mutex>
 #include <random>
 #include <string>
 #include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "language.hpp"
 #include "model.hpp"
@@ -24,15 +29,60 @@ struct Setup {
   long train_len = 64, steps = 1200, batch = 16;
   long eval_tokens = 1L << 17;  // held-out symbols scored at every evaluation length
   unsigned seed = 1;
-  bool progress = false;  // progress lines on stderr, learned slopes on stdout
+  bool progress = false;  // progress lines on stderr
 };
 
 struct Results {
   std::vector<long> eval_lengths;                     // L, 2L, ... as far as the held-out text goes
   long eval_chunks = 0;                               // held-out runs of the longest length
   std::map<std::string, std::vector<double>> losses;  // per scheme, mean loss per eval length
-  std::map<std::string, double> tokens_per_second;    // per scheme, training forward + backward
+  std::map<std::string, double> tokens_per_second;    // per scheme: forward + backward, 1 thread
+  std::vector<float> learned_slopes;                  // alibi_learned's, per head
+  int threads = 1;                                    // schemes trained at once, a thread each
   double seconds = 0;                                 // the whole run
+};
+
+/// Progress lines on stderr, about every 2 s, from whichever scheme's thread passes by, with an
+/// ETA of the whole run: the remaining steps and evaluations at the pace of those done (an
+/// evaluation counts as the training steps it took as long as, known after the first).
+class Progress {
+ public:
+  Progress(long total_steps, int evaluations, bool on)
+      : total_steps_(total_steps), evaluations_(evaluations), on_(on) {}
+
+  void step(const char* scheme, long step, long steps, double loss, double tokens_per_second) {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    ++steps_done_;
+    const double elapsed = seconds_since(start_);
+    if (!on_ || (elapsed - last_line_ < 2.0 && step != steps)) return;
+    last_line_ = elapsed;
+    const double per_eval = evaluated_ > 0 ? eval_units_ / evaluated_ : 0;
+    const double done = double(steps_done_) + eval_units_,
+                 left = double(total_steps_ - steps_done_) + per_eval * (evaluations_ - evaluated_);
+    std::fprintf(stderr,
+                 "%-13s step %5ld/%ld  loss %.4f  %6.0f tokens/s  elapsed %4.0fs  ETA %4.0fs\n",
+                 scheme, step, steps, loss, tokens_per_second, elapsed, elapsed * left / done);
+  }
+  /// An evaluation took `seconds` where a training step took `step_seconds`.
+  void evaluated(double seconds, double step_seconds) {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    eval_units_ += seconds / step_seconds;
+    ++evaluated_;
+  }
+
+  static double seconds_since(std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+  }
+
+ private:
+  const std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+  const long total_steps_;
+  const int evaluations_;
+  const bool on_;
+  std::mutex mutex_;
+  long steps_done_ = 0;
+  int evaluated_ = 0;
+  double eval_units_ = 0, last_line_ = -1e9;
 };
 
 /// Mean loss over the held-out chunks, each cut into windows of `length` (a divisor of the chunk's
@@ -64,12 +114,12 @@ inline double evaluate(Model<float>& model, const std::vector<std::vector<int>>&
 
 /// Trains one model per scheme for `steps` AdamW steps of `batch` sequences of L training
 /// symbols, then evaluates each on the same held-out text at L, 2L, 4L, 8L, 16L and 32L (the
-/// longest that the held-out text holds, at least 16L). Deterministic for a seed.
+/// longest that the held-out text holds, at least 16L). The schemes train at once, one thread
+/// each (OpenMP; attention and Eigen then run serially inside): at this model's size that uses
+/// the cores, where splitting each step's small products over threads did not (and stalled on a
+/// busy machine). Deterministic for a seed, whatever the thread count.
 inline Results extrapolation(const Language& language, const Setup& setup) {
-  using clock = std::chrono::steady_clock;
-  const auto seconds_since = [](clock::time_point t) {
-    return std::chrono::duration<double>(clock::now() - t).count();
-  };
+  const auto start = std::chrono::steady_clock::now();
   const long L = setup.train_len;
   Results results;
   for (long m = 1; m <= 32 && std::size_t(m * L) < language.held_out_size(); m *= 2)
@@ -84,19 +134,23 @@ inline Results extrapolation(const Language& language, const Setup& setup) {
   const auto chunks = language.held_out(std::size_t(results.eval_chunks), std::size_t(longest + 1),
                                         setup.seed + 99);
 
-  const auto start = clock::now();
-  const long total_steps = setup.steps * long(std::size(schemes));
-  long steps_done = 0;
-  double train_seconds = 0, eval_seconds = 0;
-  int evaluated = 0;
-  for (const Positions scheme : schemes) {
+  constexpr int count = int(std::size(schemes));
+  std::vector<std::vector<double>> losses(count);
+  std::vector<double> tokens_per_second(count);
+  Progress progress(setup.steps * count, count, setup.progress);
+#ifdef _OPENMP
+  results.threads = std::min(count, omp_get_max_threads());
+#pragma omp parallel for schedule(dynamic, 1) num_threads(results.threads)
+#endif
+  for (int index = 0; index < count; ++index) {
+    const Positions scheme = schemes[index];
     Config config;
     config.vocab = language.vocab();
     config.positions = scheme;
     Model<float> model(config, setup.seed);
     std::mt19937 data(setup.seed * 7919 + 1);
-    double smoothed = 0, compute = 0, last_print = -1e9;
-    const auto scheme_start = clock::now();
+    double smoothed = 0, compute = 0;
+    const auto scheme_start = std::chrono::steady_clock::now();
     for (long step = 1; step <= setup.steps; ++step) {
       std::vector<int> inputs, targets;
       for (long s = 0; s < setup.batch; ++s) {
@@ -105,46 +159,33 @@ inline Results extrapolation(const Language& language, const Setup& setup) {
         targets.insert(targets.end(), run.begin() + 1, run.end());
       }
       model.zero_grad();
-      const auto before = clock::now();
+      const auto before = std::chrono::steady_clock::now();
       const double loss = model.step(inputs, targets, setup.batch, L, true);
-      compute += seconds_since(before);
+      compute += Progress::seconds_since(before);
       // Linear warmup, then cosine decay to a tenth.
       const double warm = std::min(1.0, double(step) / 100.0);
       const double decay =
           0.1 + 0.9 * 0.5 * (1 + std::cos(3.141592653589793 * double(step) / double(setup.steps)));
       model.adamw(3e-3 * warm * decay, 0.01, 1.0, int(step));
       smoothed = step == 1 ? loss : 0.95 * smoothed + 0.05 * loss;
-      ++steps_done;
-      const double elapsed = seconds_since(start);
-      if (setup.progress && (elapsed - last_print >= 2.0 || step == setup.steps)) {
-        last_print = elapsed;
-        // ETA of the whole run: the remaining steps at this run's pace, plus an evaluation per
-        // scheme not yet evaluated at the pace of those done (none counted before the first).
-        const double step_seconds = (train_seconds + seconds_since(scheme_start)) / steps_done;
-        const double eta = step_seconds * double(total_steps - steps_done) +
-                           (evaluated > 0 ? eval_seconds / evaluated : 0) *
-                               double(long(std::size(schemes)) - evaluated);
-        std::fprintf(stderr,
-                     "%-13s step %5ld/%ld  loss %.4f  %6.0f tokens/s  elapsed %4.0fs  ETA %4.0fs\n",
-                     name(scheme), step, setup.steps, smoothed,
-                     double(step * setup.batch * L) / compute, elapsed, eta);
-      }
+      progress.step(name(scheme), step, setup.steps, smoothed,
+                    double(step * setup.batch * L) / compute);
     }
-    train_seconds += seconds_since(scheme_start);
-    results.tokens_per_second[name(scheme)] = double(setup.steps * setup.batch * L) / compute;
-    const auto eval_start = clock::now();
+    tokens_per_second[std::size_t(index)] = double(setup.steps * setup.batch * L) / compute;
+    const double step_seconds = Progress::seconds_since(scheme_start) / double(setup.steps);
+    const auto eval_start = std::chrono::steady_clock::now();
     for (const long length : results.eval_lengths)
-      results.losses[name(scheme)].push_back(evaluate(model, chunks, length));
-    eval_seconds += seconds_since(eval_start);
-    ++evaluated;
-    if (setup.progress && scheme == Positions::alibi_learned) {
-      std::printf("learned slopes:");
+      losses[std::size_t(index)].push_back(evaluate(model, chunks, length));
+    progress.evaluated(Progress::seconds_since(eval_start), step_seconds);
+    if (scheme == Positions::alibi_learned)
       for (Eigen::Index h = 0; h < model.slopes().cols(); ++h)
-        std::printf(" %.4f", double(model.slopes()(0, h)));
-      std::printf("\n");
-    }
+        results.learned_slopes.push_back(float(model.slopes()(0, h)));
   }
-  results.seconds = seconds_since(start);
+  for (int index = 0; index < count; ++index) {
+    results.losses[name(schemes[index])] = losses[std::size_t(index)];
+    results.tokens_per_second[name(schemes[index])] = tokens_per_second[std::size_t(index)];
+  }
+  results.seconds = Progress::seconds_since(start);
   return results;
 }
 
