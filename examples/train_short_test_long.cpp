@@ -157,10 +157,11 @@ int main(int argc, char** argv) {
   std::printf("\nwhole run: %.0f s\n", r.seconds);
   if (!o.check) return 0;
 
-  // The literature's predictions (README). --quick trains 150 steps instead of 1000: the models
-  // are further from converged, so the margins are looser (see README for the margins measured).
-  const double flat = o.quick ? 1.10 : 1.05, rotary_grows = o.quick ? 1.1 : 1.2,
-               sinusoidal_grows = o.quick ? 1.3 : 1.5;
+  // The literature's predictions (README). --quick trains 150 steps instead of 1000: rotary has
+  // learned to rely less on its angles and degrades 1.26 to 1.30x by 16L (seeds 1 to 3; 9.1x
+  // after 1000 steps), so its bar is 1.1x there. The other bars hold as they are (ALiBi at most
+  // 0.99x, the sinusoidal model at least 2.0x by 4L, in those quick runs).
+  const double flat = 1.05, rotary_grows = o.quick ? 1.1 : 1.2, sinusoidal_grows = 1.5;
   bool ok = true;
   const auto expect = [&](bool pass, const char* what, double measured, const char* rel,
                           double bound) {

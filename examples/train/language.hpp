@@ -1,6 +1,7 @@
 #pragma once
 // The training data of train_short_test_long.cpp: a synthetic language with local structure and
-// a known entropy rate, or any byte corpus. Example code, not part of the library.
+// a known entropy rate, or any byte corpus with its held-out text. Example code, not part of the
+// library.
 //
 // The synthetic language is an order-2 Markov chain over `vocab` symbols: after the pair (a, b)
 // come four possible symbols, chosen per pair at random, with probabilities 0.6, 0.25, 0.1 and

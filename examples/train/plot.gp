@@ -20,7 +20,7 @@ set ylabel "perplexity"
 set grid
 set key top left noenhanced
 set arrow from L, graph 0 to L, graph 1 nohead dt 2 lc rgb "gray30"
-set label sprintf("trained at L = %d", L) at L, graph 0.5 rotate by 90 offset -1, 0 center
+set label sprintf("trained at L = %d", L) at L, graph 1 offset 0, 0.6 center
 if (exists("floor")) \
   set arrow from graph 0, first floor to graph 1, first floor nohead dt 3 lw 2 lc rgb "black"; \
   set label sprintf("floor %.3f", floor) at graph 0.98, first floor offset 0, 0.7 right
