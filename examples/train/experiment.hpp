@@ -63,6 +63,13 @@ class Progress {
                  "%-13s step %5ld/%ld  loss %.4f  %6.0f tokens/s  elapsed %4.0fs  ETA %4.0fs\n",
                  scheme, step, steps, loss, tokens_per_second, elapsed, elapsed * left / done);
   }
+  /// A line per evaluation length, so that lines keep coming while no scheme trains.
+  void scored(const char* scheme, long length, double loss, double seconds) {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    if (on_)
+      std::fprintf(stderr, "%-13s held-out perplexity at %5ld tokens: %8.3f  (%.1fs)\n", scheme,
+                   length, std::exp(loss), seconds);
+  }
   /// An evaluation took `seconds` where a training step took `step_seconds`.
   void evaluated(double seconds, double step_seconds) {
     const std::lock_guard<std::mutex> lock(mutex_);
@@ -174,8 +181,12 @@ inline Results extrapolation(const Language& language, const Setup& setup) {
     tokens_per_second[std::size_t(index)] = double(setup.steps * setup.batch * L) / compute;
     const double step_seconds = Progress::seconds_since(scheme_start) / double(setup.steps);
     const auto eval_start = std::chrono::steady_clock::now();
-    for (const long length : results.eval_lengths)
+    for (const long length : results.eval_lengths) {
+      const auto length_start = std::chrono::steady_clock::now();
       losses[std::size_t(index)].push_back(evaluate(model, chunks, length));
+      progress.scored(name(scheme), length, losses[std::size_t(index)].back(),
+                      Progress::seconds_since(length_start));
+    }
     progress.evaluated(Progress::seconds_since(eval_start), step_seconds);
     if (scheme == Positions::alibi_learned)
       for (Eigen::Index h = 0; h < model.slopes().cols(); ++h)

@@ -42,9 +42,12 @@ class Language {
       held_out_ = read(held_out_path);
     }
     if (corpus_.size() < 100000 || held_out_.size() < 10000)
-      throw std::runtime_error(path + ": need at least 100000 bytes of training text and 10000 " +
-                               "of held-out text, have " + std::to_string(corpus_.size()) +
-                               " and " + std::to_string(held_out_.size()));
+      throw std::runtime_error(
+          "need at least 100000 bytes of training text and 10000 of "
+          "held-out text, have " +
+          std::to_string(corpus_.size()) + " (" + path + ") and " +
+          std::to_string(held_out_.size()) + " (" +
+          (held_out_path.empty() ? "its last tenth" : held_out_path) + ")");
   }
 
   int vocab() const { return vocab_; }
