@@ -52,18 +52,21 @@ struct LayerNorm {
   }
 };
 
-/// GELU, tanh approximation, elementwise.
-template <class S>
-S gelu(S x) {
+/// GELU, tanh approximation, elementwise on an array (Eigen vectorises the float tanh, which a
+/// scalar std::tanh per element would not: it was an eighth of a training step).
+template <class Derived>
+typename Derived::PlainObject gelu(const Eigen::ArrayBase<Derived>& x) {
+  using S = typename Derived::Scalar;
   const S c = S(0.7978845608028654);  // sqrt(2 / pi)
-  return S(0.5) * x * (S(1) + std::tanh(c * (x + S(0.044715) * x * x * x)));
+  return S(0.5) * x * (S(1) + (c * (x + S(0.044715) * x.cube())).tanh());
 }
-template <class S>
-S gelu_derivative(S x) {
+template <class Derived>
+typename Derived::PlainObject gelu_derivative(const Eigen::ArrayBase<Derived>& x) {
+  using S = typename Derived::Scalar;
   const S c = S(0.7978845608028654);
-  const S u = c * (x + S(0.044715) * x * x * x);
-  const S t = std::tanh(u);
-  return S(0.5) * (S(1) + t) + S(0.5) * x * (S(1) - t * t) * c * (S(1) + S(3 * 0.044715) * x * x);
+  const typename Derived::PlainObject t = (c * (x + S(0.044715) * x.cube())).tanh();
+  return S(0.5) * (S(1) + t) +
+         S(0.5) * x * (S(1) - t.square()) * c * (S(1) + S(3 * 0.044715) * x.square());
 }
 
 /// Mean cross-entropy of logits [rows, V] against targets; writes dlogits = dloss/dlogits.
@@ -83,6 +86,36 @@ double cross_entropy(const Matrix<S>& logits, const std::vector<int>& targets, M
   }
   if (dlogits != nullptr) *dlogits /= S(logits.rows());
   return total / double(logits.rows());
+}
+
+/// Rotary position embedding (RoPE, Su et al.) in place on `heads` consecutive heads of
+/// `head_dim` columns starting at column 0, the row's position being its index modulo `length`.
+/// Half-split layout (GPT-NeoX, Hugging Face Llama): column i < head_dim / 2 pairs with
+/// i + head_dim / 2 and the pair turns by the angle p * base^(-2i / head_dim). Each pair turns
+/// by an orthogonal matrix, so the backward is the same call with `transpose` (the angle negated).
+template <class S>
+void rotary(Matrix<S>& x, Eigen::Index heads, Eigen::Index head_dim, Eigen::Index length,
+            double base, bool transpose) {
+  const Eigen::Index half = head_dim / 2;
+  // The angles in double: at 32 x 64 positions the float product p * rate would lose digits.
+  Matrix<S> cos(length, half), sin(length, half);
+  for (Eigen::Index p = 0; p < length; ++p)
+    for (Eigen::Index i = 0; i < half; ++i) {
+      const double angle = double(p) * std::pow(base, -double(2 * i) / double(head_dim));
+      cos(p, i) = S(std::cos(angle));
+      sin(p, i) = S(transpose ? -std::sin(angle) : std::sin(angle));
+    }
+  for (Eigen::Index r = 0; r < x.rows(); ++r) {
+    const Eigen::Index p = r % length;
+    for (Eigen::Index h = 0; h < heads; ++h)
+      for (Eigen::Index i = 0; i < half; ++i) {
+        S& a = x(r, h * head_dim + i);
+        S& b = x(r, h * head_dim + half + i);
+        const S a0 = a;
+        a = a0 * cos(p, i) - b * sin(p, i);
+        b = a0 * sin(p, i) + b * cos(p, i);
+      }
+  }
 }
 
 /// The sinusoidal position embedding of Vaswani et al. at position p, dimension d.

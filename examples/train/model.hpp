@@ -16,7 +16,7 @@
 
 namespace train {
 
-enum class Positions { alibi, alibi_learned, sinusoidal, none };
+enum class Positions { alibi, alibi_learned, rotary, sinusoidal, none };
 
 inline const char* name(Positions p) {
   switch (p) {
@@ -24,6 +24,8 @@ inline const char* name(Positions p) {
       return "alibi";
     case Positions::alibi_learned:
       return "alibi_learned";
+    case Positions::rotary:
+      return "rotary";
     case Positions::sinusoidal:
       return "sinusoidal";
     default:
@@ -34,6 +36,7 @@ inline const char* name(Positions p) {
 struct Config {
   int vocab = 32, dim = 64, heads = 4, layers = 2;
   Positions positions = Positions::alibi;
+  double rotary_base = 10000;  // RoFormer's and Llama's
 };
 
 /// A parameter tensor with its gradient and AdamW moments.
@@ -123,6 +126,9 @@ class Model {
       b.input = x_;
       b.ln1.forward(x_, b.ln1_gain.value, b.ln1_bias.value, b.h1);
       b.qkv_act.noalias() = b.h1 * b.qkv.value;
+      // q and k, the first 2 * heads heads of the packed row, turn by their position.
+      if (c_.positions == Positions::rotary)
+        rotary(b.qkv_act, 2 * heads, dh, length, c_.rotary_base, false);
       b.attn.resize(rows, d);
       b.lse.resize(std::size_t(batch * heads * length));
       alibi::attention(alibi::TensorView<const S>(packed(b.qkv_act, 0)), packed(b.qkv_act, 1),
@@ -131,7 +137,7 @@ class Model {
       b.ln2.forward(b.x2, b.ln2_gain.value, b.ln2_bias.value, b.h2);
       b.u.noalias() = b.h2 * b.up.value;
       b.u.rowwise() += b.up_bias.value.row(0);
-      b.g = b.u.unaryExpr([](S z) { return gelu(z); });
+      b.g = gelu(b.u.array()).matrix();
       x_.noalias() = b.x2 + b.g * b.down.value;
       x_.rowwise() += b.down_bias.value.row(0);
     }
@@ -151,9 +157,8 @@ class Model {
       // MLP: x3 = x2 + gelu(h2 up + up_bias) down + down_bias.
       b.down.grad.noalias() += b.g.transpose() * dx;
       b.down_bias.grad.row(0) += dx.colwise().sum();
-      Matrix<S> du = (dx * b.down.value.transpose()).cwiseProduct(b.u.unaryExpr([](S z) {
-        return gelu_derivative(z);
-      }));
+      Matrix<S> du =
+          ((dx * b.down.value.transpose()).array() * gelu_derivative(b.u.array())).matrix();
       b.up.grad.noalias() += b.h2.transpose() * du;
       b.up_bias.grad.row(0) += du.colwise().sum();
       dtmp.noalias() = du * b.up.value.transpose();
@@ -170,6 +175,8 @@ class Model {
           packed(dqkv, 1), packed(dqkv, 2), params,
           c_.positions == Positions::alibi_learned ? dslopes.data() : nullptr);
       for (int h = 0; h < heads; ++h) total_dslopes[std::size_t(h)] += dslopes[std::size_t(h)];
+      if (c_.positions == Positions::rotary)
+        rotary(dqkv, 2 * heads, dh, length, c_.rotary_base, true);
       b.qkv.grad.noalias() += b.h1.transpose() * dqkv;
       dtmp.noalias() = dqkv * b.qkv.value.transpose();
       b.ln1.backward(dtmp, b.ln1_gain.value, dln, b.ln1_gain.grad, b.ln1_bias.grad);
