@@ -5,6 +5,7 @@
 #include "attention.hpp"
 #include "backward.hpp"
 #include "bias.hpp"
+#include "build_info.hpp"
 #include "kv_cache.hpp"
 #include "paged_kv_cache.hpp"
 #include "merge.hpp"
@@ -12,4 +13,5 @@
 #include "reference.hpp"
 #include "slopes.hpp"
 #include "tensor_view.hpp"
+#include "varlen.hpp"
 #include "version.hpp"
