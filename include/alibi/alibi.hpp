@@ -5,6 +5,7 @@
 #include "attention.hpp"
 #include "backward.hpp"
 #include "bias.hpp"
+#include "budget.hpp"
 #include "kv_cache.hpp"
 #include "merge.hpp"
 #include "params.hpp"
