@@ -7,6 +7,7 @@
 #include "bias.hpp"
 #include "budget.hpp"
 #include "kv_cache.hpp"
+#include "paged_kv_cache.hpp"
 #include "merge.hpp"
 #include "params.hpp"
 #include "reference.hpp"
