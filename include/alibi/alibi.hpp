@@ -6,6 +6,7 @@
 #include "backward.hpp"
 #include "bias.hpp"
 #include "build_info.hpp"
+#include "budget.hpp"
 #include "kv_cache.hpp"
 #include "paged_kv_cache.hpp"
 #include "merge.hpp"
