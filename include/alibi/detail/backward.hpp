@@ -58,14 +58,14 @@ class BackwardBlock {
         capacity_(tasks.rows),
         dim_(round_up(g.head_dim, W)),
         value_dim_(round_up(g.value_dim, W)),
-        queries_t_(std::size_t(g.head_dim * capacity_), Acc(0)),
+        queries_t_(std::size_t(g.head_dim * (capacity_ + Traits::line)), Acc(0)),
         queries_(std::size_t(capacity_ * dim_), Acc(0)),
-        douts_t_(std::size_t(g.value_dim * capacity_), Acc(0)),
+        douts_t_(std::size_t(g.value_dim * (capacity_ + Traits::line)), Acc(0)),
         douts_(std::size_t(capacity_ * value_dim_), Acc(0)),
         keys_(std::size_t(KB * dim_), Acc(0)),
         values_(std::size_t(KB * value_dim_), Acc(0)),
-        probs_(std::size_t(KB * capacity_), Acc(0)),
-        grads_(std::size_t(KB * capacity_), Acc(0)),
+        probs_(std::size_t(KB * (capacity_ + Traits::line)), Acc(0)),
+        grads_(std::size_t(KB * (capacity_ + Traits::line)), Acc(0)),
         shift_(std::size_t(capacity_)),
         row_dot_(std::size_t(capacity_)),
         slope_grad_(std::size_t(capacity_)),
@@ -78,7 +78,7 @@ class BackwardBlock {
   KeyRange load_block(index_t b, index_t kv, index_t block) {
     const index_t i0 = tasks_.block_begin(block), n = tasks_.block_size(block);
     rows_ = tasks_.group * n;
-    stride_ = round_up(rows_, Traits::row_unit);
+    stride_ = Traits::unaliased_stride(round_up(rows_, Traits::row_unit));
     std::fill(queries_t_.begin(), queries_t_.end(), Acc(0));
     std::fill(douts_t_.begin(), douts_t_.end(), Acc(0));
     std::fill(queries_.begin(), queries_.end(), Acc(0));

@@ -117,7 +117,7 @@ class ForwardWorker {
         skip_(source.has_norms() && wants_tail_skip(g, KB)),
         stride_(tasks.rows),
         value_stride_(round_up(g.value_dim, W)),
-        queries_(std::size_t(g.head_dim * stride_), Acc(0)),
+        queries_(std::size_t(g.head_dim * (stride_ + Traits::line)), Acc(0)),
         output_(std::size_t(stride_ * value_stride_), Acc(0)),
         softmax_(stride_),
         queries_of_(std::size_t(stride_)),
@@ -144,7 +144,7 @@ class ForwardWorker {
            const RowSink<Out>& sink) {
     const index_t i0 = tasks_.block_begin(block), n = tasks_.block_size(block);
     const index_t rows = tasks_.group * n;
-    row_stride_ = round_up(rows, Traits::row_unit);
+    row_stride_ = Traits::unaliased_stride(round_up(rows, Traits::row_unit));
 
     std::fill(queries_.begin(), queries_.end(), Acc(0));
     std::fill(output_.begin(), output_.end(), Acc(0));
@@ -208,7 +208,8 @@ class ForwardWorker {
     if (scores_.empty()) {
       keys_.assign(std::size_t(KB * g_.head_dim), Acc(0));
       values_.assign(std::size_t(KB * value_stride_), Acc(0));
-      scores_.assign(std::size_t(KB * stride_), Acc(0));
+      value_row_.assign(std::size_t(value_stride_), Acc(0));
+      scores_.assign(std::size_t(KB * (stride_ + Traits::line)), Acc(0));
     }
     const index_t row_packets = (rows + W - 1) / W;
     index_t visited = 0;
@@ -240,19 +241,19 @@ class ForwardWorker {
     // The logits become softmax weights P; then output [rows x Dv] += P V, each micro-tile of
     // rows over the keys its rows can attend, with P read out of the transposed scores.
     softmax_.normalize(rows, scores_.data(), row_stride_, output_.data(), value_stride_);
-    const StridedOperand<Acc> values = value_tile(b, kv, t0, cols);
+    const Acc* panels = value_panels(b, kv, t0, cols);
     const index_t value_packets = value_stride_ / W;
     for (index_t j0 = 0; j0 < value_packets; j0 += NP) {
       const index_t packets = std::min<index_t>(NP, value_packets - j0);
+      const Acc* panel = panels + j0 * W * KB;
       for (index_t r0 = 0; r0 < rows; r0 += MR) {
         const KeyRange columns = softmax_.columns(r0, MR);
         if (columns.empty()) continue;
         micro_tile_columns<Packet, MR, NP, true>(
             packets,
             StridedOperand<Acc>{scores_.data() + columns.begin * row_stride_ + r0, 1, row_stride_},
-            values.data + columns.begin * values.row_stride + j0 * W, values.row_stride,
-            columns.end - columns.begin, output_.data() + r0 * value_stride_ + j0 * W,
-            value_stride_, StoreTile{}, r0, j0);
+            panel + columns.begin * packets * W, packets * W, columns.end - columns.begin,
+            output_.data() + r0 * value_stride_ + j0 * W, value_stride_, StoreTile{}, r0, j0);
       }
     }
   }
@@ -308,23 +309,35 @@ class ForwardWorker {
     return {keys_.data(), g_.head_dim, 1};
   }
 
-  /// Values [t0, t0 + cols) as rows of whole packets in Acc: read in place when they are rows of
-  /// Acc less than a page apart (a KV cache's head-major rows), else converted into scratch. The
-  /// P V product reads the tile once per micro-tile of rows, and rows a page or more apart (BSHD
-  /// with many heads) would cost a TLB miss each time.
-  StridedOperand<Acc> value_tile(index_t b, index_t kv, index_t t0, index_t cols) {
+  /// Values [t0, t0 + cols) in Acc as panels of NP packets (the last one narrower): panel j0 / NP
+  /// holds packets [j0, j0 + NP) of every key of the tile, one key after the other, at
+  /// values_ + j0 W KB. A pass of P V reads one panel, contiguous and small enough for L1, once
+  /// per micro-tile of rows: value rows read in place, a power-of-two stride apart (BSHD), would
+  /// fall into a few of L1's sets and come from L2 each time (and rows a page apart cost a TLB
+  /// miss each).
+  const Acc* value_panels(index_t b, index_t kv, index_t t0, index_t cols) {
+    const index_t value_packets = value_stride_ / W;
+    const auto scatter = [&](index_t c, const Acc* row) {
+      for (index_t j0 = 0; j0 < value_packets; j0 += NP) {
+        const index_t width = std::min<index_t>(NP, value_packets - j0) * W;
+        std::copy_n(row + j0 * W, width, values_.data() + j0 * W * KB + c * width);
+      }
+    };
     if constexpr (std::is_same<Storage, Acc>::value) {
       const Acc* first;
       index_t stride;
       if (source_.contiguous() && g_.value_dim % W == 0 &&
           source_.values(b, kv).run(t0, cols, first, stride)) {
-        const index_t row_bytes = stride * index_t(sizeof(Acc));
-        if (row_bytes > 0 && row_bytes < 4096) return {first, stride, 1};
+        for (index_t c = 0; c < cols; ++c) scatter(c, first + c * stride);
+        return values_.data();
       }
     }
-    for (index_t c = 0; c < cols; ++c)
-      source_.value_to_acc(b, kv, t0 + c, values_.data() + c * value_stride_);
-    return {values_.data(), value_stride_, 1};
+    // Converted a row at a time; the row's padding past value_dim stays zero.
+    for (index_t c = 0; c < cols; ++c) {
+      source_.value_to_acc(b, kv, t0 + c, value_row_.data());
+      scatter(c, value_row_.data());
+    }
+    return values_.data();
   }
 
   /// Row r's output, and its lse with the bias offset put back (in double); with a learned sink
@@ -361,7 +374,7 @@ class ForwardWorker {
   index_t stride_;          // query rows the scratch tiles can hold
   index_t row_stride_ = 0;  // query rows of this task's tiles: compact for short tasks (decode)
   index_t value_stride_;    // value_dim rounded up to whole packets
-  scratch_vector<Acc> queries_, keys_, values_, scores_, output_;
+  scratch_vector<Acc> queries_, keys_, values_, value_row_, scores_, output_;
   TileSoftmax<Acc> softmax_;
   std::vector<index_t> queries_of_, heads_of_;
   std::vector<double> query_norms_;  // of the scaled query rows, for the tail bound

@@ -33,6 +33,16 @@ struct kernel_traits {
   static constexpr index_t row_unit = std::lcm(std::lcm(micro_packets * width, micro_rows), width);
   static constexpr index_t query_rows = 128 / row_unit * row_unit;
 
+  /// A row stride for tiles of n elements per row (n whole packets): n, or a cache line more
+  /// when n is an even number of lines. Products read these tiles down their columns, a row at a
+  /// step; at a power-of-two stride every row falls into the same few sets of L1 and evicts the
+  /// rows before it, at an odd number of lines the rows spread over all of them.
+  static constexpr index_t line = 64 / index_t(sizeof(Acc)) > width ? 64 / index_t(sizeof(Acc))
+                                                                    : index_t(width);
+  static constexpr index_t unaliased_stride(index_t n) {
+    return n % line == 0 && (n / line) % 2 == 0 ? n + line : n;
+  }
+
   static_assert(query_rows % (micro_packets * width) == 0 && query_rows % micro_rows == 0 &&
                     key_block % micro_rows == 0,
                 "tiles must be whole numbers of micro-tiles");
