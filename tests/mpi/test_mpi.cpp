@@ -150,6 +150,87 @@ Result run_forward(const Case& c) {
   return r;
 }
 
+/// Largest |a - b| over the rows at `positions` of global b, relative to max |b|.
+double relative_error(const std::vector<float>& local, const std::vector<double>& global,
+                      index_t B, index_t S, index_t H, index_t X,
+                      const std::vector<index_t>& positions) {
+  double scale = 0, err = 0;
+  for (double x : global) scale = std::max(scale, std::fabs(x));
+  const index_t n = index_t(positions.size());
+  for (index_t b = 0; b < B; ++b)
+    for (index_t i = 0; i < n; ++i)
+      for (index_t e = 0; e < H * X; ++e)
+        err = std::max(err, std::fabs(double(local[std::size_t((b * n + i) * H * X + e)]) -
+                                      global[std::size_t((b * S + positions[std::size_t(i)]) * H * X + e)]));
+  return err / (scale > 0 ? scale : 1);
+}
+
+struct BackwardResult {
+  double dq = 0, dk = 0, dv = 0, dslopes = 0;
+  alibi::mpi::Stats stats;
+};
+
+/// The case's backward: this rank's slices of dq, dk, dv and the summed dslopes against the
+/// float64 oracle's (given the oracle's out and lse, and the same dout).
+BackwardResult run_backward(const Case& c) {
+  const int me = world_rank();
+  index_t S = 0;
+  for (index_t n : c.lengths) S += n;
+  const index_t B = c.batch, Hq = c.heads_q, Hkv = c.heads_kv, D = c.head_dim, Dv = c.value_dim;
+  const std::vector<float> q = uniform(std::size_t(B * S * Hq * D), 1, c.amplitude),
+                           k = uniform(std::size_t(B * S * Hkv * D), 2, c.amplitude),
+                           v = uniform(std::size_t(B * S * Hkv * Dv), 3, 1.0f),
+                           dout = uniform(std::size_t(B * S * Hq * Dv), 4, 1.0f);
+  std::vector<double> qd(q.begin(), q.end()), kd(k.begin(), k.end()), vd(v.begin(), v.end()),
+      doutd(dout.begin(), dout.end());
+  std::vector<double> outd(std::size_t(B * S * Hq * Dv)), gq(qd.size()), gk(kd.size()),
+      gv(vd.size());
+  std::vector<float> lse(std::size_t(B * Hq * S));
+  const std::size_t slope_count = c.params.slopes.empty() ? std::size_t(Hq) : c.params.slopes.size();
+  std::vector<float> gm(slope_count);
+  const auto view = [](std::vector<double>& x, index_t b, index_t s, index_t h, index_t d) {
+    return alibi::make_view(x.data(), b, s, h, d);
+  };
+  alibi::reference::attention<double>(view(qd, B, S, Hq, D), view(kd, B, S, Hkv, D),
+                                      view(vd, B, S, Hkv, Dv), view(outd, B, S, Hq, Dv), c.params,
+                                      lse.data());
+  alibi::reference::attention_backward<double>(
+      view(qd, B, S, Hq, D), view(kd, B, S, Hkv, D), view(vd, B, S, Hkv, Dv),
+      view(outd, B, S, Hq, Dv), view(doutd, B, S, Hq, Dv), lse.data(), view(gq, B, S, Hq, D),
+      view(gk, B, S, Hkv, D), view(gv, B, S, Hkv, Dv), c.params, gm.data());
+
+  const std::vector<index_t> pos = positions_of(c.lengths, me, c.zigzag);
+  const index_t n = index_t(pos.size());
+  const std::vector<float> outf(outd.begin(), outd.end());
+  const std::vector<float> lq = gather_rows(q, B, S, Hq, D, pos),
+                           lk = gather_rows(k, B, S, Hkv, D, pos),
+                           lv = gather_rows(v, B, S, Hkv, Dv, pos),
+                           lout = gather_rows(outf, B, S, Hq, Dv, pos),
+                           ldout = gather_rows(dout, B, S, Hq, Dv, pos);
+  std::vector<float> llse(std::size_t(B * Hq * n));
+  for (index_t bh = 0; bh < B * Hq; ++bh)
+    for (index_t i = 0; i < n; ++i)
+      llse[std::size_t(bh * n + i)] = lse[std::size_t(bh * S + pos[std::size_t(i)])];
+  std::vector<float> dq(lq.size()), dk(lk.size()), dv(lv.size()), dm(slope_count);
+  BackwardResult r;
+  alibi::mpi::attention_backward<float>(
+      MPI_COMM_WORLD, alibi::make_view(lq.data(), B, n, Hq, D),
+      alibi::make_view(lk.data(), B, n, Hkv, D), alibi::make_view(lv.data(), B, n, Hkv, Dv),
+      alibi::make_view(lout.data(), B, n, Hq, Dv), alibi::make_view(ldout.data(), B, n, Hq, Dv),
+      llse.data(), alibi::make_view(dq.data(), B, n, Hq, D),
+      alibi::make_view(dk.data(), B, n, Hkv, D), alibi::make_view(dv.data(), B, n, Hkv, Dv),
+      c.params, dm.data(), &r.stats,
+      c.zigzag ? alibi::mpi::Layout::zigzag : alibi::mpi::Layout::contiguous);
+  r.dq = relative_error(dq, gq, B, S, Hq, D, pos);
+  r.dk = relative_error(dk, gk, B, S, Hkv, D, pos);
+  r.dv = relative_error(dv, gv, B, S, Hkv, Dv, pos);
+  double scale = 0;
+  for (float x : gm) scale = std::max(scale, double(std::fabs(x)));
+  for (std::size_t i = 0; i < gm.size(); ++i)
+    r.dslopes = std::max(r.dslopes, std::fabs(double(dm[i]) - double(gm[i])) / scale);
+  return r;
+}
+
 std::vector<index_t> equal_lengths(index_t each) {
   return std::vector<index_t>(std::size_t(world_size()), each);
 }
@@ -232,6 +313,15 @@ TEST_CASE("mpi::attention leaves out the blocks the tail bound excludes", "[mpi]
       CHECK(total[1] * 2 < total[0]);
       if (world_size() > 2) CHECK(total[2] > 0);
     }
+    // The backward leaves out the same blocks, and its gradients still match.
+    const BackwardResult back = run_backward(c);
+    CHECK(back.dq <= 1e-5);
+    CHECK(back.dk <= 1e-5);
+    CHECK(back.dv <= 1e-5);
+    CHECK(back.dslopes <= 1e-5);
+    std::int64_t skipped = 0;
+    MPI_Allreduce(&back.stats.blocks_skipped, &skipped, 1, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
+    if (world_size() > 2) CHECK(skipped > 0);
   }
 }
 
@@ -262,4 +352,30 @@ TEST_CASE("mpi::attention throws on every rank when ranks disagree or one is wro
   }
   // The communicator is still usable: a good call after the bad ones works.
   CHECK_NOTHROW(call(1, {}, D));
+}
+
+TEST_CASE("mpi::attention_backward matches the whole sequence's gradients", "[mpi]") {
+  for (bool causal : {true, false})
+    for (float tolerance : {0x1p-24f, 0.0f})
+      for (bool zigzag : {false, true}) {
+        Case c;
+        c.params.causal = causal;
+        c.params.tail_tolerance = tolerance;
+        c.zigzag = zigzag;
+        c.lengths = uneven_lengths();
+        c.batch = 2;
+        c.heads_q = 4;
+        c.heads_kv = 2;
+        c.value_dim = 5;
+        c.params.slopes = {0.5f, 0.25f, 2.0f, 1.0f / 64, 0.125f, 1.0f, 1.0f / 256, 0.75f};
+        if (!causal) c.params.window_left = 40;
+        INFO((causal ? "causal" : "bidirectional, window left 40")
+             << (tolerance > 0 ? ", skip on" : ", skip off") << (zigzag ? ", zigzag" : "")
+             << " on " << world_size() << " ranks, rank " << world_rank());
+        const BackwardResult r = run_backward(c);
+        CHECK(r.dq <= 1e-5);
+        CHECK(r.dk <= 1e-5);
+        CHECK(r.dv <= 1e-5);
+        CHECK(r.dslopes <= 1e-5);
+      }
 }
