@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "detail/mpi_ring.hpp"
+#include "detail/mpi_decode.hpp"
 #include "detail/mpi_ring_backward.hpp"
 #include "params.hpp"
 #include "tensor_view.hpp"
@@ -90,6 +91,29 @@ void attention_backward(MPI_Comm comm, TensorView<const detail::nondeduced<T>> q
                                        stats,
                                        layout == Layout::zigzag ? detail::mpi::LayoutKind::zigzag
                                                                 : detail::mpi::LayoutKind::contiguous);
+}
+
+/// Positions per piece of a sharded decode step (see mpi::decode).
+constexpr index_t decode_piece = detail::mpi::decode_piece;
+
+/// One decode step against a cache sharded over the ranks: rank r holds k and v [B, n_r, Hkv, D]
+/// of the positions following the ranks before it (n_r may be 0); q [B, Sq, Hq, D] is read on
+/// rank 0 and broadcast (the other ranks pass a view of the same shape, whose data is not read);
+/// the queries sit at the last Sq positions of the whole cache (bottom-right, as a single-process
+/// decode step). Every rank receives the whole out [B, Sq, Hq, Dv] and lse [B, Hq, Sq]. Each rank
+/// attends its range in pieces cut at multiples of decode_piece positions; the pieces' partials
+/// are gathered and merged in position order in double, so the result is the same on every rank
+/// and, when the ranks' boundaries fall on multiples of decode_piece, bitwise the same for any
+/// number of ranks. `stats` counts the bytes the broadcast and the gather move for this rank.
+/// Throws on every rank like alibi::mpi::attention (also when the ranks disagree on Sq).
+template <class T>
+void decode(MPI_Comm comm, TensorView<const detail::nondeduced<T>> q,
+            TensorView<const detail::nondeduced<T>> k, TensorView<const detail::nondeduced<T>> v,
+            TensorView<T> out, const Params& params = {}, float* lse = nullptr,
+            Stats* stats = nullptr) {
+  static_assert(detail::is_element<T>::value,
+                "alibi::mpi::decode: T must be float, double, Eigen::half or Eigen::bfloat16");
+  detail::mpi::sharded_decode<T, Stats>(comm, q, k, v, out, params, lse, stats);
 }
 
 }  // namespace mpi

@@ -379,3 +379,69 @@ TEST_CASE("mpi::attention_backward matches the whole sequence's gradients", "[mp
         CHECK(r.dslopes <= 1e-5);
       }
 }
+
+TEST_CASE("mpi::decode merges the ranks' pieces in a fixed order", "[mpi]") {
+  const int P = world_size(), me = world_rank();
+  const index_t piece = alibi::mpi::decode_piece, total = 4 * piece;
+  const index_t B = 2, Hq = 4, Hkv = 2, D = 16;
+  const std::vector<float> k = uniform(std::size_t(B * total * Hkv * D), 12, 1.0f),
+                           v = uniform(std::size_t(B * total * Hkv * D), 13, 1.0f);
+  std::vector<double> kd(k.begin(), k.end()), vd(v.begin(), v.end());
+  double vmax = 0;
+  for (float x : v) vmax = std::max(vmax, double(std::fabs(x)));
+  // Rank boundaries on whole pieces (4 pieces over P ranks), then anywhere (one rank empty).
+  std::vector<std::vector<index_t>> splits = {{4}, {2, 2}, {1, 2, 1}, {1, 1, 1, 1}};
+  std::vector<index_t> aligned = splits[std::size_t(P - 1)], ragged;
+  for (index_t& n : aligned) n *= piece;
+  for (int r = 0; r < P; ++r) ragged.push_back(r == P - 1 ? 0 : total / P + 777 * (r % 2));
+  index_t sum = 0;
+  for (int r = 0; r + 1 < P; ++r) sum += ragged[std::size_t(r)];
+  ragged[std::size_t(P - 1)] = total - sum;
+  if (P > 2) std::swap(ragged[1], ragged[std::size_t(P - 1)]);  // an empty rank in the middle
+
+  for (index_t Sq : {1, 3})
+    for (bool causal : {true, false})
+      for (const auto* lengths : {&aligned, &ragged}) {
+        INFO("Sq " << Sq << (causal ? ", causal" : ", bidirectional")
+                   << (lengths == &aligned ? ", aligned" : ", ragged") << " on " << P
+                   << " ranks, rank " << me);
+        alibi::Params params;
+        params.causal = causal;
+        const std::vector<float> q = uniform(std::size_t(B * Sq * Hq * D), 11 + std::uint32_t(Sq), 1.0f);
+        std::vector<double> qd(q.begin(), q.end()), expected(std::size_t(B * Sq * Hq * D));
+        alibi::reference::attention<double>(alibi::make_view(qd.data(), B, Sq, Hq, D),
+                                            alibi::make_view(kd.data(), B, total, Hkv, D),
+                                            alibi::make_view(vd.data(), B, total, Hkv, D),
+                                            alibi::make_view(expected.data(), B, Sq, Hq, D),
+                                            params);
+        index_t begin = 0;
+        for (int r = 0; r < me; ++r) begin += (*lengths)[std::size_t(r)];
+        const index_t n = (*lengths)[std::size_t(me)];
+        std::vector<index_t> pos;
+        for (index_t i = 0; i < n; ++i) pos.push_back(begin + i);
+        const std::vector<float> lk = gather_rows(k, B, total, Hkv, D, pos),
+                                 lv = gather_rows(v, B, total, Hkv, D, pos);
+        // Other ranks' q is not read: pass garbage of the right shape there.
+        const std::vector<float> my_q = me == 0 ? q : std::vector<float>(q.size(), 99.0f);
+        std::vector<float> out(expected.size()), lse(std::size_t(B * Hq * Sq));
+        alibi::mpi::decode<float>(MPI_COMM_WORLD, alibi::make_view(my_q.data(), B, Sq, Hq, D),
+                                  alibi::make_view(lk.data(), B, n, Hkv, D),
+                                  alibi::make_view(lv.data(), B, n, Hkv, D),
+                                  alibi::make_view(out.data(), B, Sq, Hq, D), params, lse.data());
+        double err = 0;
+        for (std::size_t i = 0; i < out.size(); ++i)
+          err = std::max(err, std::fabs(double(out[i]) - expected[i]) / vmax);
+        CHECK(err <= 1e-5);
+        if (lengths == &aligned) {
+          // One rank holding the whole cache: the same pieces, the same merge, the same bits.
+          std::vector<float> alone(out.size()), alone_lse(lse.size());
+          alibi::mpi::decode<float>(MPI_COMM_SELF, alibi::make_view(q.data(), B, Sq, Hq, D),
+                                    alibi::make_view(k.data(), B, total, Hkv, D),
+                                    alibi::make_view(v.data(), B, total, Hkv, D),
+                                    alibi::make_view(alone.data(), B, Sq, Hq, D), params,
+                                    alone_lse.data());
+          CHECK(std::equal(out.begin(), out.end(), alone.begin()));
+          CHECK(std::equal(lse.begin(), lse.end(), alone_lse.begin()));
+        }
+      }
+}

@@ -22,6 +22,7 @@ namespace mpi {
 struct CallHeader {
   std::int64_t ok = 0;
   std::int64_t length = 0;  // this rank's tokens
+  std::int64_t queries = 0;  // decode: query rows per batch row (the same on every rank)
   std::int64_t batch = 0, heads_q = 0, heads_kv = 0, head_dim = 0, value_dim = 0;
   std::int64_t window_left = 0, window_right = 0, causal = 0, layout = 0, element_size = 0;
   std::int64_t slope_count = 0;
@@ -100,6 +101,7 @@ std::vector<CallHeader> agree(const char* fn, MPI_Comm comm, Check&& check) {
     } sizes[] = {{"the batch", first.batch, h.batch},
                  {"the query heads", first.heads_q, h.heads_q},
                  {"the kv heads", first.heads_kv, h.heads_kv},
+                 {"the query rows", first.queries, h.queries},
                  {"head_dim", first.head_dim, h.head_dim},
                  {"the value dim", first.value_dim, h.value_dim},
                  {"the element size", first.element_size, h.element_size},
