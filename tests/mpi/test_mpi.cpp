@@ -279,6 +279,10 @@ TEST_CASE("mpi::attention matches the whole sequence's attention", "[mpi]") {
         c.params.window_right = 9;
         c.params.slopes = {0.5f, 0.25f, 0.0f, 1.0f / 64, 0.125f, 1.0f, 1.0f / 256, 0.75f};
         cases.push_back(c);
+
+        c.name += ", sinks";
+        c.params.sink_logits = {0.5f, -1.0f, 2.0f, 0.0f};
+        cases.push_back(c);
       }
   for (const Case& c : cases) check_case(c);
 }
@@ -402,11 +406,12 @@ TEST_CASE("mpi::decode merges the ranks' pieces in a fixed order", "[mpi]") {
   for (index_t Sq : {1, 3})
     for (bool causal : {true, false})
       for (const auto* lengths : {&aligned, &ragged}) {
-        INFO("Sq " << Sq << (causal ? ", causal" : ", bidirectional")
+        INFO("Sq " << Sq << (Sq == 3 ? " with sinks" : "") << (causal ? ", causal" : ", bidirectional")
                    << (lengths == &aligned ? ", aligned" : ", ragged") << " on " << P
                    << " ranks, rank " << me);
         alibi::Params params;
         params.causal = causal;
+        if (Sq == 3) params.sink_logits = {1.0f, -0.5f, 0.0f, 3.0f};
         const std::vector<float> q = uniform(std::size_t(B * Sq * Hq * D), 11 + std::uint32_t(Sq), 1.0f);
         std::vector<double> qd(q.begin(), q.end()), expected(std::size_t(B * Sq * Hq * D));
         alibi::reference::attention<double>(alibi::make_view(qd.data(), B, Sq, Hq, D),

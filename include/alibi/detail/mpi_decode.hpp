@@ -31,8 +31,8 @@ void sharded_decode(MPI_Comm user_comm, TensorView<const T> q, TensorView<const 
     if (params.query_offset || params.key_offset)
       fail(fn, "params.query_offset and key_offset are set from the ranks' lengths; leave them "
                "unset");
-    if (!params.seqlens_k.empty())
-      fail(fn, "params.seqlens_k is not supported (each rank's range is all valid)");
+    if (!params.seqlens_k.empty() || !params.seqlens_q.empty())
+      fail(fn, "params.seqlens_k and seqlens_q are not supported (each rank's range is all valid)");
     validate_forward(fn, q, k, v, out, params, lse);
     CallHeader h = describe_call(k.seq(), q.batch(), q.heads(), k.heads(), q.head_dim(),
                                  v.head_dim(), params, 0, sizeof(T));
@@ -74,6 +74,10 @@ void sharded_decode(MPI_Comm user_comm, TensorView<const T> q, TensorView<const 
   const index_t n = k.seq(), count = pieces_of(begin, n);
   std::vector<float> partials(std::size_t(count * part));
   std::vector<T> piece_out(std::size_t(B * Sq * Hq * Dv));
+  // The sinks join the last piece of the whole cache only (held by the last non-empty rank).
+  int last_holder = -1;
+  for (int r = 0; r < P; ++r)
+    if (headers[std::size_t(r)].length > 0) last_holder = r;
   AttentionStats visited;
   for (index_t c = 0; c < count; ++c) {
     const index_t first = std::max(begin, (begin / decode_piece + c) * decode_piece);
@@ -81,6 +85,7 @@ void sharded_decode(MPI_Comm user_comm, TensorView<const T> q, TensorView<const 
     Params p = params;
     p.query_offset = total - Sq;
     p.key_offset = first;
+    if (!(me == last_holder && c == count - 1)) p.sink_logits.clear();
     AttentionStats s;
     p.stats = &s;
     float* dst = partials.data() + c * part;

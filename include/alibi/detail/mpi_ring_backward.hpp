@@ -25,6 +25,7 @@ void ring_backward(MPI_Comm user_comm, TensorView<const T> q, TensorView<const T
   const char* fn = "alibi::mpi::attention_backward";
   const std::vector<CallHeader> headers = agree(fn, user_comm, [&] {
     check_ring_params(fn, params, q.seq(), k.seq());
+    if (!params.sink_logits.empty()) fail(fn, "params.sink_logits is not supported");
     validate_backward(fn, q, k, v, out, dout, lse, dq, dk, dv, params);
     CallHeader h = describe_call(q.seq(), q.batch(), q.heads(), k.heads(), q.head_dim(),
                                  v.head_dim(), params, int(layout), sizeof(T));
