@@ -17,10 +17,12 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "../attention.hpp"
@@ -68,8 +70,16 @@ inline void post_bytes(bool send, void* data, std::size_t bytes, int peer, Messa
   }
 }
 
+/// Waits for `requests`, sleeping between tests: MPI_Waitall spins, and a spinning rank takes a
+/// core from the ranks still computing when ranks share cores (a node with more ranks than
+/// cores, or with threads per rank). The sleep costs at most ~0.1 ms of latency per wait.
 inline void wait_all(std::vector<MPI_Request>& requests) {
-  if (!requests.empty()) MPI_Waitall(int(requests.size()), requests.data(), MPI_STATUSES_IGNORE);
+  while (!requests.empty()) {
+    int done = 0;
+    MPI_Testall(int(requests.size()), requests.data(), &done, MPI_STATUSES_IGNORE);
+    if (done) break;
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
   requests.clear();
 }
 
