@@ -290,9 +290,9 @@ TEST_CASE("mpi::attention matches the whole sequence's attention", "[mpi]") {
 TEST_CASE("mpi::attention leaves out the blocks the tail bound excludes", "[mpi]") {
   // Steep slopes: each row reaches a few dozen keys, so far slices need not travel.
   Case c;
-  c.heads_q = c.heads_kv = 4;
-  c.head_dim = c.value_dim = 16;
-  c.params.slopes = {0.5f, 1.0f, 0.75f, 2.0f};
+  c.heads_q = c.heads_kv = 2;
+  c.head_dim = c.value_dim = 8;
+  c.params.slopes = {0.5f, 2.0f};
   c.lengths = equal_lengths(200);
   for (bool causal : {true, false}) {
     c.params.causal = causal;
@@ -387,7 +387,7 @@ TEST_CASE("mpi::attention_backward matches the whole sequence's gradients", "[mp
 TEST_CASE("mpi::decode merges the ranks' pieces in a fixed order", "[mpi]") {
   const int P = world_size(), me = world_rank();
   const index_t piece = alibi::mpi::decode_piece, total = 4 * piece;
-  const index_t B = 2, Hq = 4, Hkv = 2, D = 16;
+  const index_t B = 2, Hq = 2, Hkv = 1, D = 8;
   const std::vector<float> k = uniform(std::size_t(B * total * Hkv * D), 12, 1.0f),
                            v = uniform(std::size_t(B * total * Hkv * D), 13, 1.0f);
   std::vector<double> kd(k.begin(), k.end()), vd(v.begin(), v.end());
@@ -411,7 +411,7 @@ TEST_CASE("mpi::decode merges the ranks' pieces in a fixed order", "[mpi]") {
                    << " ranks, rank " << me);
         alibi::Params params;
         params.causal = causal;
-        if (Sq == 3) params.sink_logits = {1.0f, -0.5f, 0.0f, 3.0f};
+        if (Sq == 3) params.sink_logits = {1.0f, -0.5f};
         const std::vector<float> q = uniform(std::size_t(B * Sq * Hq * D), 11 + std::uint32_t(Sq), 1.0f);
         std::vector<double> qd(q.begin(), q.end()), expected(std::size_t(B * Sq * Hq * D));
         alibi::reference::attention<double>(alibi::make_view(qd.data(), B, Sq, Hq, D),
