@@ -14,6 +14,11 @@ namespace alibi {
 struct AttentionStats {
   std::int64_t keys_visited = 0;
   std::int64_t keys_allowed = 0;
+  /// Over a memory-budgeted cache: the largest, over the call's query rows, of the bound on the
+  /// total weight the evicted keys could have carried relative to the row's sum (see
+  /// Params::max_evicted_weight). The output differs from attention over the full, never-evicted
+  /// history by at most about 2 x evicted_weight_bound x max |v|. 0 when nothing was evicted.
+  double evicted_weight_bound = 0;
 };
 
 /// Options of `alibi::attention` and `alibi::reference::attention`.
@@ -45,6 +50,12 @@ struct Params {
   /// index >= seqlens_k[b] are never attended, and bottom-right alignment uses this length.
   /// Empty: all Sk keys are valid in every row.
   std::vector<index_t> seqlens_k;
+  /// Per batch row, the number of valid queries of a right-padded q: row b's queries are
+  /// [0, seqlens_q[b]), the last sitting at the position of its last valid key (bottom-right per
+  /// row, or from query_offset when set). Padding queries (i >= seqlens_q[b]) are never read;
+  /// their out rows are written 0 and their lse -inf, as rows with no allowed key. Empty: all Sq
+  /// queries are valid in every row.
+  std::vector<index_t> seqlens_q;
   /// Tail skip: key tiles are walked from the nearest to the farthest, and the walk stops once
   /// the total weight all remaining keys could still carry (bounded by Cauchy-Schwarz on q.k and
   /// the linear bias, with the largest remaining key norm) is at most tail_tolerance times each
@@ -55,6 +66,16 @@ struct Params {
   float tail_tolerance = 0x1p-24f;
   /// When not null, the call stores what it did there.
   AttentionStats* stats = nullptr;
+  /// Learned attention sinks (gpt-oss): per query head, a logit s_h that joins every row's
+  /// softmax as one more term with a zero value vector, so out = sum_t exp(l_t) v_t /
+  /// (exp(s_h) + sum_t exp(l_t)) and lse = log(exp(s_h) + sum_t exp(l_t)). No bias and no mask
+  /// apply to it: a row with no allowed key gets out = 0 and lse = s_h. Hq finite values; empty:
+  /// none. The sink joins each call once: when partial results are merged (alibi::merge), pass
+  /// it to one part only.
+  std::vector<float> sink_logits;
+  /// Over a memory-budgeted cache: a call whose AttentionStats::evicted_weight_bound would exceed
+  /// this throws alibi::BudgetExceeded before anything is written. 0: no limit.
+  double max_evicted_weight = 0;
 };
 
 }  // namespace alibi
