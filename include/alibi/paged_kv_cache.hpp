@@ -113,10 +113,11 @@ class PagedKVCache {
     Options& o = options_;
     if (o.kv_heads < 1 || o.head_dim < 1 || o.value_dim < 0 || o.kv_heads > (index_t(1) << 20) ||
         o.head_dim > (index_t(1) << 20) || o.value_dim > (index_t(1) << 20))
-      detail::fail(fn, "options need kv_heads, head_dim >= 1 and value_dim >= 0 (each at most "
-                       "2^20), got kv_heads " + std::to_string(o.kv_heads) + ", head_dim " +
-                           std::to_string(o.head_dim) + ", value_dim " +
-                           std::to_string(o.value_dim));
+      detail::fail(fn,
+                   "options need kv_heads, head_dim >= 1 and value_dim >= 0 (each at most "
+                   "2^20), got kv_heads " +
+                       std::to_string(o.kv_heads) + ", head_dim " + std::to_string(o.head_dim) +
+                       ", value_dim " + std::to_string(o.value_dim));
     if (o.page_size < 64 || o.page_size % 64 != 0 || o.page_size > (index_t(1) << 20))
       detail::fail(fn, "options.page_size must be a positive multiple of 64 (at most 2^20), got " +
                            std::to_string(o.page_size));
@@ -126,10 +127,10 @@ class PagedKVCache {
     if (o.sink_tokens < 0)
       detail::fail(fn, "options.sink_tokens must be >= 0, got " + std::to_string(o.sink_tokens));
     if (o.value_dim == 0) o.value_dim = o.head_dim;
-    const index_t key_bytes = detail::with_format(
-        o.format, o.head_dim, [](auto format) { return format.row_bytes(); });
-    const index_t value_bytes = detail::with_format(
-        o.format, o.value_dim, [](auto format) { return format.row_bytes(); });
+    const index_t key_bytes =
+        detail::with_format(o.format, o.head_dim, [](auto format) { return format.row_bytes(); });
+    const index_t value_bytes =
+        detail::with_format(o.format, o.value_dim, [](auto format) { return format.row_bytes(); });
     layout_ = detail::PageLayout(o.page_size, key_bytes, value_bytes);
     pool_ = detail::PagePool(layout_.page_bytes());
   }
@@ -321,9 +322,8 @@ class PagedKVCache {
         }
       });
       for (index_t i = length / block; i < blocks_after; ++i)
-        head.prefix_max[std::size_t(i)] =
-            detail::nan_max(i == 0 ? 0.0f : head.prefix_max[std::size_t(i - 1)],
-                            head.block_max[std::size_t(i)]);
+        head.prefix_max[std::size_t(i)] = detail::nan_max(
+            i == 0 ? 0.0f : head.prefix_max[std::size_t(i - 1)], head.block_max[std::size_t(i)]);
     }
     table.length = total;
   }
@@ -373,7 +373,8 @@ void attention(TensorView<const detail::nondeduced<T>> q, const PagedKVCache& ca
   std::vector<const detail::PageTable*> tables(seqs.size());
   Params resolved = params;
   if (params.key_offset || !params.seqlens_k.empty())
-    detail::fail(fn, "params.key_offset and params.seqlens_k come from the cache; leave them unset");
+    detail::fail(fn,
+                 "params.key_offset and params.seqlens_k come from the cache; leave them unset");
   index_t longest = 0;
   for (std::size_t b = 0; b < seqs.size(); ++b) {
     tables[b] = detail::PagedAccess::table(cache, seqs[b]);
@@ -395,8 +396,8 @@ void attention(TensorView<const detail::nondeduced<T>> q, const PagedKVCache& ca
     detail::fail(fn, "out has shape " + detail::shape_string(out.shape) + " but q " +
                          detail::shape_string(q.shape) + " and the cache's value_dim " +
                          std::to_string(cache.value_dim()) + " need [" + std::to_string(batch) +
-                         ", " + std::to_string(q.seq()) + ", " + std::to_string(q.heads()) +
-                         ", " + std::to_string(cache.value_dim()) + "]");
+                         ", " + std::to_string(q.seq()) + ", " + std::to_string(q.heads()) + ", " +
+                         std::to_string(cache.value_dim()) + "]");
   detail::check_params(fn, resolved, batch, q.heads(), longest);
   detail::check_distinct_elements(fn, "out", out);
   const detail::ByteSpan out_span = detail::byte_span(fn, "out", out),
