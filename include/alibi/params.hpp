@@ -14,6 +14,11 @@ namespace alibi {
 struct AttentionStats {
   std::int64_t keys_visited = 0;
   std::int64_t keys_allowed = 0;
+  /// Over a memory-budgeted cache: the largest, over the call's query rows, of the bound on the
+  /// total weight the evicted keys could have carried relative to the row's sum (see
+  /// Params::max_evicted_weight). The output differs from attention over the full, never-evicted
+  /// history by at most about 2 x evicted_weight_bound x max |v|. 0 when nothing was evicted.
+  double evicted_weight_bound = 0;
 };
 
 /// Options of `alibi::attention` and `alibi::reference::attention`.
@@ -61,6 +66,16 @@ struct Params {
   float tail_tolerance = 0x1p-24f;
   /// When not null, the call stores what it did there.
   AttentionStats* stats = nullptr;
+  /// Learned attention sinks (gpt-oss): per query head, a logit s_h that joins every row's
+  /// softmax as one more term with a zero value vector, so out = sum_t exp(l_t) v_t /
+  /// (exp(s_h) + sum_t exp(l_t)) and lse = log(exp(s_h) + sum_t exp(l_t)). No bias and no mask
+  /// apply to it: a row with no allowed key gets out = 0 and lse = s_h. Hq finite values; empty:
+  /// none. The sink joins each call once: when partial results are merged (alibi::merge), pass
+  /// it to one part only.
+  std::vector<float> sink_logits;
+  /// Over a memory-budgeted cache: a call whose AttentionStats::evicted_weight_bound would exceed
+  /// this throws alibi::BudgetExceeded before anything is written. 0: no limit.
+  double max_evicted_weight = 0;
 };
 
 }  // namespace alibi

@@ -60,10 +60,13 @@ void attention(TensorView<const detail::nondeduced<T>> q, TensorView<const detai
   for (index_t b = 0; b < g.batch; ++b)
     for (index_t h = 0; h < g.heads_q; ++h)
       for (index_t i = 0; i < g.seq_q; ++i) {
-        const double max = detail::reference_logits(g, q, k, b, h, i, logits);
-        double sum = 0;
+        const double keys_max = detail::reference_logits(g, q, k, b, h, i, logits);
+        // A learned sink is one more logit, unmasked, with a zero value vector.
+        const double sink = g.has_sinks() ? double(g.sink_logits[std::size_t(h)]) : minus_inf;
+        const double max = std::isnan(keys_max) || keys_max > sink ? keys_max : sink;
+        double sum = g.has_sinks() && !std::isnan(max) ? std::exp(sink - max) : 0.0;
         std::fill(row.begin(), row.end(), 0.0);
-        if (max != minus_inf) {
+        if (keys_max != minus_inf) {
           for (index_t t = 0; t < g.seq_k; ++t) {
             if (logits[t] == minus_inf) continue;
             const double w = std::exp(logits[t] - max);
@@ -83,7 +86,8 @@ void attention(TensorView<const detail::nondeduced<T>> q, TensorView<const detai
 /// Same contract and signature as alibi::attention_backward, materialised in double: the
 /// softmax is recomputed from q and k (lse is checked but not used), then
 /// dP = dout vᵀ, dS = P (dP - rowsum(dout out)), dq = scale dS k, dk = scale dSᵀ q, dv = Pᵀ dout,
-/// and dslopes[h] = sum over allowed (p, t) of dS (-|p - t|).
+/// and dslopes[h] = sum over allowed (p, t) of dS (-|p - t|); with sinks,
+/// dsink_logits[h] = -sum over rows of P_sink rowsum(dout out).
 template <class T>
 void attention_backward(TensorView<const detail::nondeduced<T>> q,
                         TensorView<const detail::nondeduced<T>> k,
@@ -91,7 +95,8 @@ void attention_backward(TensorView<const detail::nondeduced<T>> q,
                         TensorView<const detail::nondeduced<T>> out,
                         TensorView<const detail::nondeduced<T>> dout, const float* lse,
                         TensorView<T> dq, TensorView<T> dk, TensorView<T> dv,
-                        const Params& params = {}, float* dslopes = nullptr) {
+                        const Params& params = {}, float* dslopes = nullptr,
+                        float* dsink_logits = nullptr) {
   const char* fn = "alibi::reference::attention_backward";
   const detail::Geometry g =
       detail::validate_backward(fn, q, k, v, out, dout, lse, dq, dk, dv, params);
@@ -99,7 +104,7 @@ void attention_backward(TensorView<const detail::nondeduced<T>> q,
   std::vector<double> gq(std::size_t(g.batch * g.seq_q * g.heads_q * g.head_dim), 0.0);
   std::vector<double> gk(std::size_t(g.batch * g.seq_k * g.heads_kv * g.head_dim), 0.0);
   std::vector<double> gv(std::size_t(g.batch * g.seq_k * g.heads_kv * g.value_dim), 0.0);
-  std::vector<double> gm(g.slopes.size(), 0.0);
+  std::vector<double> gm(g.slopes.size(), 0.0), gs(g.sink_logits.size(), 0.0);
   std::vector<double> logits(std::size_t(g.seq_k));
   for (index_t b = 0; b < g.batch; ++b)
     for (index_t h = 0; h < g.heads_q; ++h) {
@@ -107,14 +112,18 @@ void attention_backward(TensorView<const detail::nondeduced<T>> q,
       const std::size_t slope_index = g.slope_index(b, h);
       for (index_t i = 0; i < g.seq_q; ++i) {
         const index_t p = g.query_position(b, i);
-        const double max = detail::reference_logits(g, q, k, b, h, i, logits);
-        if (max == minus_inf) continue;  // no allowed key: no gradient
-        double sum = 0;
+        const double keys_max = detail::reference_logits(g, q, k, b, h, i, logits);
+        if (keys_max == minus_inf) continue;  // no allowed key: no gradient (out = 0)
+        const double sink = g.has_sinks() ? double(g.sink_logits[std::size_t(h)]) : minus_inf;
+        const double max = std::isnan(keys_max) || keys_max > sink ? keys_max : sink;
+        double sum = g.has_sinks() ? std::exp(sink - max) : 0.0;
         for (index_t t = 0; t < g.seq_k; ++t)
           if (logits[t] != minus_inf) sum += std::exp(logits[t] - max);
         double row_dot = 0;  // rowsum(dout * out)
         for (index_t d = 0; d < g.value_dim; ++d)
           row_dot += double(dout(b, i, h, d)) * double(out(b, i, h, d));
+        // The sink's value is zero: dL/ds = P_sink (0 - rowsum(dout * out)).
+        if (g.has_sinks()) gs[std::size_t(h)] -= std::exp(sink - max) / sum * row_dot;
         for (index_t t = 0; t < g.seq_k; ++t) {
           if (logits[t] == minus_inf) continue;
           const double prob = std::exp(logits[t] - max) / sum;
@@ -153,6 +162,8 @@ void attention_backward(TensorView<const detail::nondeduced<T>> q,
   }
   if (dslopes != nullptr)
     for (std::size_t j = 0; j < gm.size(); ++j) dslopes[j] = float(gm[j]);
+  if (dsink_logits != nullptr)
+    for (std::size_t j = 0; j < gs.size(); ++j) dsink_logits[j] = float(gs[j]);
 }
 
 }  // namespace reference

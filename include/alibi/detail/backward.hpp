@@ -426,7 +426,12 @@ class LseRefiner : BackwardBlock<T> {
     for (index_t r = 0; r < this->rows_; ++r) {
       double& lse = exact_[std::size_t((b * g.heads_q + this->heads_of_[r]) * g.seq_q +
                                        this->queries_of_[r])];
-      if (sums_[std::size_t(r)] > 0) lse += std::log(sums_[std::size_t(r)]);
+      // A learned sink is a term of the row's sum too.
+      const double total =
+          sums_[std::size_t(r)] +
+          (g.has_sinks() ? std::exp(double(g.sink_logits[std::size_t(this->heads_of_[r])]) - lse)
+                         : 0.0);
+      if (total > 0) lse += std::log(total);
     }
   }
 
@@ -435,8 +440,31 @@ class LseRefiner : BackwardBlock<T> {
   std::vector<double> sums_;
 };
 
+/// dL/ds of each learned sink: its value is zero, so dS_sink = P_sink (0 - D) per row, with
+/// P_sink = exp(s - lse) and D = rowsum(dout out); summed in double in row order.
 template <class T>
-void backward(const Geometry& g, BackwardViews<T> x, int threads, float* dslopes) {
+void sink_gradients(const Geometry& g, const BackwardViews<T>& x, float* dsinks) {
+  for (index_t h = 0; h < g.heads_q; ++h) {
+    double total = 0;
+    for (index_t b = 0; b < g.batch; ++b)
+      for (index_t i = 0; i < g.seq_q; ++i) {
+        const index_t row = (b * g.heads_q + h) * g.seq_q + i;
+        const double lse = x.exact_lse.empty() ? double(x.lse[row]) : x.exact_lse[std::size_t(row)];
+        const T* dout = x.dout.row(b, i, h);
+        const T* out = x.out.row(b, i, h);
+        double dot = 0;
+        for (index_t d = 0; d < g.value_dim; ++d)
+          dot += double(dout[d * x.dout.strides[3]]) * double(out[d * x.out.strides[3]]);
+        // A row with no allowed key has out = 0: nothing flows to its sink.
+        if (dot != 0) total -= std::exp(double(g.sink_logits[std::size_t(h)]) - lse) * dot;
+      }
+    dsinks[h] = float(total);
+  }
+}
+
+template <class T>
+void backward(const Geometry& g, BackwardViews<T> x, int threads, float* dslopes,
+              float* dsinks = nullptr) {
   using Acc = accum_t<T>;
   const ForwardTasks tasks = ForwardTasks::make<Acc>(g);
   // The forward's lse is float: its rounding (2^-24 of |lse|) becomes the relative error of
@@ -459,6 +487,7 @@ void backward(const Geometry& g, BackwardViews<T> x, int threads, float* dslopes
   parallel_tasks(tasks.count, threads, [&] {
     return QueryBlockWorker<T>(g, tasks, x, dslopes != nullptr ? &slope_grads : nullptr);
   });
+  if (dsinks != nullptr && g.has_sinks()) sink_gradients(g, x, dsinks);
   if (dslopes == nullptr) return;
   // Per (batch, head) in task order: the same sums whatever the thread count.
   std::vector<double> total(g.slopes.size(), 0.0);

@@ -25,6 +25,7 @@
 #include "micro_kernel.hpp"
 #include "numeric.hpp"
 #include "scratch.hpp"
+#include "sinks.hpp"
 #include "tail_bound.hpp"
 #include "tile_order.hpp"
 #include "tile_softmax.hpp"
@@ -326,22 +327,29 @@ class ForwardWorker {
     return {values_.data(), value_stride_, 1};
   }
 
-  /// Row r's output, and its lse with the bias offset put back (in double).
+  /// Row r's output, and its lse with the bias offset put back (in double); with a learned sink
+  /// (sinks.hpp) joined.
   template <class Out>
   void write_row(index_t b, index_t r, const RowSink<Out>& sink) const {
     const Acc sum = softmax_.sum(r), max = softmax_.max(r);
     const index_t offset = softmax_.offset(r);
+    double lse = sum == Acc(0)
+                     ? -std::numeric_limits<double>::infinity()
+                     : double(max) + std::log(double(sum)) -
+                           double(softmax_.slope(r)) * double(offset < 0 ? -offset : offset);
     // A row with no allowed key has sum 0: its output is 0, never 0/0.
-    const Acc inverse = sum == Acc(0) ? Acc(0) : Acc(1) / sum;
+    Acc inverse = sum == Acc(0) ? Acc(0) : Acc(1) / sum;
+    if (g_.has_sinks()) {
+      const SinkFold fold = fold_sink(lse, double(g_.sink_logits[std::size_t(heads_of_[r])]));
+      lse = fold.lse;
+      inverse = sum == Acc(0) ? Acc(0) : Acc(fold.factor / double(sum));
+    }
     const Acc* o = output_.data() + r * value_stride_;
     Out* dst = sink.out.row(b, queries_of_[r], heads_of_[r]);
     for (index_t d = 0; d < g_.value_dim; ++d) dst[d * sink.out.strides[3]] = Out(o[d] * inverse);
     if (sink.lse != nullptr)
       sink.lse[b * sink.lse_batch + heads_of_[r] * g_.seq_q + queries_of_[r]] =
-          sum == Acc(0) ? -std::numeric_limits<float>::infinity()
-                        : static_cast<float>(double(max) + std::log(double(sum)) -
-                                             double(softmax_.slope(r)) *
-                                                 double(offset < 0 ? -offset : offset));
+          static_cast<float>(lse);
   }
 
   const Geometry& g_;

@@ -43,6 +43,7 @@ struct Geometry {
   std::optional<index_t> query_offset;
   index_t key_offset = 0;
   float tail_tolerance = 0;
+  std::vector<float> sink_logits;  // heads_q values, or empty: no sinks (Params::sink_logits)
   /// Per batch row, the position of query 0 (internal: a split-KV call keeps each row's
   /// positions while its key range shrinks); overrides query_offset when not empty.
   std::vector<index_t> batch_query_offsets;
@@ -67,7 +68,8 @@ struct Geometry {
         seqlens_q(p.seqlens_q),
         query_offset(p.query_offset),
         key_offset(p.key_offset.value_or(0)),
-        tail_tolerance(p.tail_tolerance) {}
+        tail_tolerance(p.tail_tolerance),
+        sink_logits(p.sink_logits) {}
 
   /// Number of valid keys in batch row b.
   index_t valid_keys(index_t b) const { return seqlens_k.empty() ? seq_k : seqlens_k[b]; }
@@ -98,6 +100,7 @@ struct Geometry {
   }
   float slope(index_t b, index_t h) const { return slopes[slope_index(b, h)]; }
   index_t kv_head(index_t h) const { return h / (heads_q / heads_kv); }
+  bool has_sinks() const { return !sink_logits.empty(); }
 
   /// Whether a query at position p may attend a key at position t (the mask, elementwise).
   bool allowed(index_t p, index_t t) const {

@@ -120,9 +120,12 @@ void forward(const Geometry& g, TensorView<const Q> q, const Source& source, Ten
   }
 
   // Each chunk's tasks skip within it with half the tolerance; the other half is for the chunks
-  // left out (rest_is_negligible).
+  // left out (rest_is_negligible). A learned sink joins the newest chunk only (as a key of it
+  // would), so the merge counts it once.
   Geometry part = g;
   part.tail_tolerance = g.tail_tolerance / 2;
+  Geometry rest = part;
+  rest.sink_logits.clear();
   const bool skip = source.has_norms() && wants_tail_skip(g, kernel_traits<Acc>::key_block);
   const index_t row_lse = g.heads_q * g.seq_q, row_out = g.seq_q * g.heads_q * g.value_dim;
   // Partial results are kept and merged in Acc, whatever the storage of out.
@@ -163,7 +166,7 @@ void forward(const Geometry& g, TensorView<const Q> q, const Source& source, Ten
     };
     const index_t per_part = g.heads_kv * tasks.blocks;
     parallel_tasks(index_t(parts.size()) * per_part, threads, [&] {
-      return [&, worker = Worker(part, tasks, q, source, counters)](index_t task) mutable {
+      return [&, worker = Worker(rest, tasks, q, source, counters)](index_t task) mutable {
         const std::size_t p = std::size_t(task / per_part);
         const index_t kv = task % per_part / tasks.blocks, block = task % tasks.blocks;
         worker.run(parts[p].b, kv, block, chunks.chunk(parts[p].b, parts[p].c), false, sink_of(p));

@@ -136,6 +136,16 @@ inline void check_params(const char* fn, const Params& params, index_t batch, in
   if (!(params.tail_tolerance >= 0.0f) || !std::isfinite(params.tail_tolerance))
     fail(fn, "params.tail_tolerance must be finite and >= 0, got " +
                  std::to_string(params.tail_tolerance));
+  if (!params.sink_logits.empty() && static_cast<index_t>(params.sink_logits.size()) != heads)
+    fail(fn, "params.sink_logits has " + std::to_string(params.sink_logits.size()) +
+                 " values but there are " + std::to_string(heads) + " query heads, so it needs " +
+                 std::to_string(heads) + " (or none)");
+  for (std::size_t i = 0; i < params.sink_logits.size(); ++i)
+    if (!std::isfinite(params.sink_logits[i]))
+      fail(fn, "params.sink_logits[" + std::to_string(i) + "] is not finite");
+  if (!(params.max_evicted_weight >= 0) || !std::isfinite(params.max_evicted_weight))
+    fail(fn, "params.max_evicted_weight must be finite and >= 0 (0: no limit), got " +
+                 std::to_string(params.max_evicted_weight));
   if (params.num_threads < 0)
     fail(fn, "params.num_threads must be >= 0, got " + std::to_string(params.num_threads));
   for (const auto* offset : {&params.query_offset, &params.key_offset})
