@@ -5,6 +5,7 @@
 #include "attention.hpp"
 #include "backward.hpp"
 #include "bias.hpp"
+#include "build_info.hpp"
 #include "budget.hpp"
 #include "kv_cache.hpp"
 #include "paged_kv_cache.hpp"
@@ -13,4 +14,5 @@
 #include "reference.hpp"
 #include "slopes.hpp"
 #include "tensor_view.hpp"
+#include "varlen.hpp"
 #include "version.hpp"

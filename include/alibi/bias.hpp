@@ -28,6 +28,7 @@ inline Geometry bias_geometry(const char* fn, index_t batch, index_t heads, inde
         elements > max_elements)
       fail(fn, "a bias of " + sizes + " has more elements than memory can hold");
   check_params(fn, params, batch, heads, seq_k);
+  check_seqlens_q(fn, params, batch, seq_q);
   return Geometry(batch, seq_q, seq_k, heads, heads, /*head_dim=*/1, /*value_dim=*/1, params);
 }
 
@@ -35,7 +36,7 @@ inline Geometry bias_geometry(const char* fn, index_t batch, index_t heads, inde
 inline void fill_head_bias(const Geometry& g, index_t b, float slope, float* out) {
   for (index_t i = 0; i < g.seq_q; ++i) {
     const index_t p = g.query_position(b, i);
-    const KeyRange range = g.allowed_keys(b, p);
+    const KeyRange range = g.query_keys(b, i);
     for (index_t t = 0; t < g.seq_k; ++t) {
       const index_t key = g.key_position(t);
       const index_t distance = p > key ? p - key : key - p;
@@ -49,7 +50,8 @@ inline void fill_head_bias(const Geometry& g, index_t b, float slope, float* out
 
 /// Fills `out`, row-major [batch, heads, seq_q, seq_k], with the additive ALiBi bias and mask
 /// that alibi::attention applies after scaling q.kᵀ: -m_h * |p - t| where key t is allowed for
-/// query i, -inf where it is masked. Slopes, positions, windows and seqlens_k come from `params`
+/// query i, -inf where it is masked. Slopes, positions, windows, seqlens_k and seqlens_q (padding
+/// query rows are all -inf) come from `params`
 /// (params.scale and num_threads are not used).
 ///
 ///     std::vector<float> bias(1 * 8 * 128 * 128);
@@ -67,7 +69,7 @@ inline void fill_bias(float* out, index_t batch, index_t heads, index_t seq_q, i
 }
 
 /// The bias of one head with slope `slope` as a [seq_q, seq_k] matrix, for batch row `batch_row`
-/// of params.seqlens_k when that is set (params.slopes is not used).
+/// of params.seqlens_k and seqlens_q when set (params.slopes is not used).
 ///
 ///     alibi::BiasMatrix bias = alibi::bias_matrix(0.5f, 4, 4);   // causal: -0.5 * (i - t)
 inline BiasMatrix bias_matrix(float slope, index_t seq_q, index_t seq_k, const Params& params = {},
@@ -75,8 +77,9 @@ inline BiasMatrix bias_matrix(float slope, index_t seq_q, index_t seq_k, const P
   const char* fn = "alibi::bias_matrix";
   Params single = params;
   single.slopes = {slope};
-  const index_t batch =
-      params.seqlens_k.empty() ? 1 : static_cast<index_t>(params.seqlens_k.size());
+  const index_t batch = static_cast<index_t>(
+      !params.seqlens_k.empty() ? params.seqlens_k.size()
+                                : !params.seqlens_q.empty() ? params.seqlens_q.size() : 1);
   if (batch_row < 0 || batch_row >= batch)
     detail::fail(fn, "batch_row " + std::to_string(batch_row) + " is outside [0, " +
                          std::to_string(batch) + ")");

@@ -122,10 +122,11 @@ class PagedKVCache {
     Options& o = options_;
     if (o.kv_heads < 1 || o.head_dim < 1 || o.value_dim < 0 || o.kv_heads > (index_t(1) << 20) ||
         o.head_dim > (index_t(1) << 20) || o.value_dim > (index_t(1) << 20))
-      detail::fail(fn, "options need kv_heads, head_dim >= 1 and value_dim >= 0 (each at most "
-                       "2^20), got kv_heads " + std::to_string(o.kv_heads) + ", head_dim " +
-                           std::to_string(o.head_dim) + ", value_dim " +
-                           std::to_string(o.value_dim));
+      detail::fail(fn,
+                   "options need kv_heads, head_dim >= 1 and value_dim >= 0 (each at most "
+                   "2^20), got kv_heads " +
+                       std::to_string(o.kv_heads) + ", head_dim " + std::to_string(o.head_dim) +
+                       ", value_dim " + std::to_string(o.value_dim));
     if (o.page_size < 64 || o.page_size % 64 != 0 || o.page_size > (index_t(1) << 20))
       detail::fail(fn, "options.page_size must be a positive multiple of 64 (at most 2^20), got " +
                            std::to_string(o.page_size));
@@ -143,10 +144,10 @@ class PagedKVCache {
       if (!std::isfinite(o.slopes[i]) || o.slopes[i] < 0)
         detail::fail(fn, "options.slopes[" + std::to_string(i) + "] must be finite and >= 0, got " +
                              std::to_string(o.slopes[i]));
-    const index_t key_bytes = detail::with_format(
-        o.format, o.head_dim, [](auto format) { return format.row_bytes(); });
-    const index_t value_bytes = detail::with_format(
-        o.format, o.value_dim, [](auto format) { return format.row_bytes(); });
+    const index_t key_bytes =
+        detail::with_format(o.format, o.head_dim, [](auto format) { return format.row_bytes(); });
+    const index_t value_bytes =
+        detail::with_format(o.format, o.value_dim, [](auto format) { return format.row_bytes(); });
     layout_ = detail::PageLayout(o.page_size, key_bytes, value_bytes);
     pool_ = detail::PagePool(layout_.page_bytes());
     check_budget(fn, "options.max_bytes", o.max_bytes);
@@ -302,7 +303,6 @@ class PagedKVCache {
     }
   }
 
-
  public:
   const Options& options() const { return options_; }
   index_t kv_heads() const { return options_.kv_heads; }
@@ -396,8 +396,8 @@ class PagedKVCache {
     std::size_t holding = 0;
     for (const auto& entry : sequences_)
       if (entry.second.length > 0 || &entry.second == appending) ++holding;
-    const std::size_t per_sequence = std::size_t(options_.kv_heads) *
-                                     std::size_t(1 + sink_end() / options_.page_size);
+    const std::size_t per_sequence =
+        std::size_t(options_.kv_heads) * std::size_t(1 + sink_end() / options_.page_size);
     if (holding * per_sequence > bytes / page_bytes())
       detail::fail(fn, "the budget of " + std::to_string(bytes) + " bytes (" +
                            std::to_string(bytes / page_bytes()) + " pages) cannot hold " +
@@ -419,9 +419,9 @@ class PagedKVCache {
       tables.push_back(&entry.second);
       lengths.push_back(entry.second.length + (&entry.second == appending ? n : 0));
     }
-    const detail::BudgetPlanner planner(
-        tables, lengths, detail::planning_slopes(options_.slopes, options_.kv_heads),
-        options_.page_size, sink_end());
+    const detail::BudgetPlanner planner(tables, lengths,
+                                        detail::planning_slopes(options_.slopes, options_.kv_heads),
+                                        options_.page_size, sink_end());
     double level = 0;
     if (needed > budget || !planner.level_for(budget - needed, level))
       detail::fail(fn, "the budget of " + std::to_string(bytes) +
@@ -509,9 +509,8 @@ class PagedKVCache {
         }
       });
       for (index_t i = length / block; i < blocks_after; ++i)
-        head.prefix_max[std::size_t(i)] =
-            detail::nan_max(i == 0 ? 0.0f : head.prefix_max[std::size_t(i - 1)],
-                            head.block_max[std::size_t(i)]);
+        head.prefix_max[std::size_t(i)] = detail::nan_max(
+            i == 0 ? 0.0f : head.prefix_max[std::size_t(i - 1)], head.block_max[std::size_t(i)]);
     }
     table.length = total;
   }
@@ -570,7 +569,8 @@ void attention(TensorView<const detail::nondeduced<T>> q, const PagedKVCache& ca
   std::vector<const detail::PageTable*> tables(seqs.size());
   Params resolved = params;
   if (params.key_offset || !params.seqlens_k.empty())
-    detail::fail(fn, "params.key_offset and params.seqlens_k come from the cache; leave them unset");
+    detail::fail(fn,
+                 "params.key_offset and params.seqlens_k come from the cache; leave them unset");
   index_t longest = 0;
   for (std::size_t b = 0; b < seqs.size(); ++b) {
     tables[b] = detail::PagedAccess::table(cache, seqs[b]);
@@ -592,8 +592,8 @@ void attention(TensorView<const detail::nondeduced<T>> q, const PagedKVCache& ca
     detail::fail(fn, "out has shape " + detail::shape_string(out.shape) + " but q " +
                          detail::shape_string(q.shape) + " and the cache's value_dim " +
                          std::to_string(cache.value_dim()) + " need [" + std::to_string(batch) +
-                         ", " + std::to_string(q.seq()) + ", " + std::to_string(q.heads()) +
-                         ", " + std::to_string(cache.value_dim()) + "]");
+                         ", " + std::to_string(q.seq()) + ", " + std::to_string(q.heads()) + ", " +
+                         std::to_string(cache.value_dim()) + "]");
   detail::check_params(fn, resolved, batch, q.heads(), longest);
   detail::check_distinct_elements(fn, "out", out);
   const detail::ByteSpan out_span = detail::byte_span(fn, "out", out),

@@ -50,6 +50,12 @@ struct Params {
   /// index >= seqlens_k[b] are never attended, and bottom-right alignment uses this length.
   /// Empty: all Sk keys are valid in every row.
   std::vector<index_t> seqlens_k;
+  /// Per batch row, the number of valid queries of a right-padded q: row b's queries are
+  /// [0, seqlens_q[b]), the last sitting at the position of its last valid key (bottom-right per
+  /// row, or from query_offset when set). Padding queries (i >= seqlens_q[b]) are never read;
+  /// their out rows are written 0 and their lse -inf, as rows with no allowed key. Empty: all Sq
+  /// queries are valid in every row.
+  std::vector<index_t> seqlens_q;
   /// Tail skip: key tiles are walked from the nearest to the farthest, and the walk stops once
   /// the total weight all remaining keys could still carry (bounded by Cauchy-Schwarz on q.k and
   /// the linear bias, with the largest remaining key norm) is at most tail_tolerance times each

@@ -27,7 +27,7 @@ double reference_logits(const Geometry& g, const TensorView<const T>& q,
   for (index_t t = 0; t < g.seq_k; ++t) {
     double& logit = logits[std::size_t(t)];
     const index_t key = g.key_position(t);
-    if (t >= g.valid_keys(b) || !g.allowed(p, key)) {
+    if (!g.key_in_reach(b, i, t) || !g.allowed(p, key)) {
       logit = minus_inf;
       continue;
     }

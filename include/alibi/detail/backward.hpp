@@ -76,8 +76,7 @@ class BackwardBlock {
 
   /// Rows of query block `block` of (b, kv): returns their number and the keys any can attend.
   KeyRange load_block(index_t b, index_t kv, index_t block) {
-    const index_t i0 = block * tasks_.positions;
-    const index_t n = std::min(tasks_.positions, g_.seq_q - i0);
+    const index_t i0 = tasks_.block_begin(block), n = tasks_.block_size(block);
     rows_ = tasks_.group * n;
     stride_ = round_up(rows_, Traits::row_unit);
     std::fill(queries_t_.begin(), queries_t_.end(), Acc(0));
@@ -99,9 +98,14 @@ class BackwardBlock {
       heads_of_[r] = h;
       queries_of_[r] = i;
       const index_t position = g_.query_position(b, i);
-      const KeyRange keys = g_.allowed_keys(b, position);
+      const KeyRange keys = g_.query_keys(b, i);
       const index_t offset = g_.bias_offset(position, keys, KB);
       softmax_.set_row(r, position, keys, Acc(g_.slope(b, h)), offset);
+      if (i >= g_.valid_queries(b)) {  // padding (seqlens_q): never read, dq 0
+        shift_[r] = std::numeric_limits<Acc>::infinity();
+        row_dot_[r] = Acc(0);
+        continue;
+      }
       const T* q = x_.q.row(b, i, h);
       for (index_t d = 0; d < g_.head_dim; ++d) {
         const Acc value = Acc(q[d * x_.q.strides[3]]) * scale;
@@ -296,6 +300,10 @@ class KeyTileWorker : BackwardBlock<T> {
     const StridedOperand<Acc> values = this->value_rows(b, kv, t0, cols);
     const index_t covered = round_up(cols, MR);
     for (index_t block = 0; block < this->tasks_.blocks; ++block) {
+      if (g.packed()) {  // only the blocks of the sequences this tile holds keys of
+        const std::size_t seq = std::size_t(g.sequence_of(this->tasks_.block_begin(block)));
+        if (g.cu_seqlens_k[seq + 1] <= t0 || g.cu_seqlens_k[seq] >= t0 + cols) continue;
+      }
       const KeyRange span = this->load_block(b, kv, block);
       if (span.empty() || span.end <= t0 || span.begin >= t0 + cols) continue;
       // Every column of the tile: the products below read all of Pᵀ and dSᵀ.

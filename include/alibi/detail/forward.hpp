@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <limits>
 #include <type_traits>
+#include <vector>
 
 #include <Eigen/Core>
 
@@ -39,6 +40,18 @@ struct ForwardTasks {
   index_t blocks;     // tasks per (batch, kv head)
   index_t rows;       // rows a task buffer must hold
   index_t count;      // tasks in all
+  index_t seq_q;
+  /// Packed sequences: the first query of each block, then seq_q (a block never straddles two
+  /// sequences, whose keys are disjoint). Empty: block j starts at j * positions.
+  std::vector<index_t> starts;
+
+  index_t block_begin(index_t block) const {
+    return starts.empty() ? block * positions : starts[std::size_t(block)];
+  }
+  index_t block_size(index_t block) const {
+    return starts.empty() ? std::min(positions, seq_q - block * positions)
+                          : starts[std::size_t(block) + 1] - starts[std::size_t(block)];
+  }
 
   template <class Acc>
   static ForwardTasks make(const Geometry& g) {
@@ -46,7 +59,15 @@ struct ForwardTasks {
     ForwardTasks t{};
     t.group = g.heads_q / g.heads_kv;
     t.positions = std::max<index_t>(1, Traits::query_rows / t.group);
+    t.seq_q = g.seq_q;
     t.blocks = (g.seq_q + t.positions - 1) / t.positions;
+    if (g.packed()) {
+      for (std::size_t s = 0; s + 1 < g.cu_seqlens_q.size(); ++s)
+        for (index_t i = g.cu_seqlens_q[s]; i < g.cu_seqlens_q[s + 1]; i += t.positions)
+          t.starts.push_back(i);
+      t.blocks = index_t(t.starts.size());
+      t.starts.push_back(g.seq_q);
+    }
     // Whole micro-tiles of rows, whole packets of the scores product, whole row groups.
     t.rows = round_up(t.group * std::min(t.positions, g.seq_q), Traits::row_unit);
     t.count = g.batch * g.heads_kv * t.blocks;
@@ -121,8 +142,7 @@ class ForwardWorker {
   template <class Out>
   void run(index_t b, index_t kv, index_t block, KeyRange chunk, bool count_allowed,
            const RowSink<Out>& sink) {
-    const index_t i0 = block * tasks_.positions;
-    const index_t n = std::min(tasks_.positions, g_.seq_q - i0);
+    const index_t i0 = tasks_.block_begin(block), n = tasks_.block_size(block);
     const index_t rows = tasks_.group * n;
     row_stride_ = round_up(rows, Traits::row_unit);
 
@@ -141,7 +161,7 @@ class ForwardWorker {
       heads_of_[r] = kv * tasks_.group + r / n;
       queries_of_[r] = i0 + r % n;
       const index_t position = g_.query_position(b, queries_of_[r]);
-      KeyRange keys = g_.allowed_keys(b, position);
+      KeyRange keys = g_.query_keys(b, queries_of_[r]);
       keys.begin = std::max(keys.begin, first_key);
       if (!keys.empty()) {
         allowed.begin = std::min(allowed.begin, keys.begin);
@@ -151,6 +171,7 @@ class ForwardWorker {
       if (keys.empty()) keys = KeyRange{};
       softmax_.set_row(r, position, keys, Acc(g_.slope(b, heads_of_[r])),
                        g_.bias_offset(position, keys, KB));
+      if (queries_of_[r] >= g_.valid_queries(b)) continue;  // padding (seqlens_q): never read
       load_query(b, r);
       first_row = std::min(first_row, position - g_.key_offset);
       last_row = std::max(last_row, position - g_.key_offset);

@@ -34,6 +34,12 @@ struct Geometry {
   index_t window_left = unbounded_window, window_right = unbounded_window;
   std::vector<float> slopes;  // heads_q values, or batch * heads_q
   std::vector<index_t> seqlens_k;
+  std::vector<index_t> seqlens_q;  // per batch row valid (right-padded) queries; empty: all
+  /// Packed sequences (attention_varlen, batch 1): sequence s is the queries
+  /// [cu_seqlens_q[s], cu_seqlens_q[s + 1]) and the keys [cu_seqlens_k[s], cu_seqlens_k[s + 1]);
+  /// empty: one sequence. Key t keeps position key_offset + t; a sequence's queries sit
+  /// bottom-right of its own keys, so every distance inside a sequence is its own.
+  std::vector<index_t> cu_seqlens_q, cu_seqlens_k;
   std::optional<index_t> query_offset;
   index_t key_offset = 0;
   float tail_tolerance = 0;
@@ -59,6 +65,7 @@ struct Geometry {
                                         : std::min(p.window_right, unbounded_window)),
         slopes(p.slopes.empty() ? alibi::slopes(static_cast<int>(heads_q_)) : p.slopes),
         seqlens_k(p.seqlens_k),
+        seqlens_q(p.seqlens_q),
         query_offset(p.query_offset),
         key_offset(p.key_offset.value_or(0)),
         tail_tolerance(p.tail_tolerance),
@@ -66,10 +73,22 @@ struct Geometry {
 
   /// Number of valid keys in batch row b.
   index_t valid_keys(index_t b) const { return seqlens_k.empty() ? seq_k : seqlens_k[b]; }
+  /// Number of valid queries in batch row b (the rest is right padding: no key, never read).
+  index_t valid_queries(index_t b) const { return seqlens_q.empty() ? seq_q : seqlens_q[b]; }
+  bool packed() const { return !cu_seqlens_q.empty(); }
+  /// The packed sequence that query i belongs to (packed() only).
+  index_t sequence_of(index_t i) const {
+    const auto next = std::upper_bound(cu_seqlens_q.begin(), cu_seqlens_q.end(), i);
+    return index_t(next - cu_seqlens_q.begin()) - 1;
+  }
   /// Absolute position of query i of batch row b.
   index_t query_position(index_t b, index_t i) const {
     if (!batch_query_offsets.empty()) return batch_query_offsets[b] + i;
-    return query_offset ? *query_offset + i : key_offset + valid_keys(b) - seq_q + i;
+    if (packed()) {
+      const std::size_t s = std::size_t(sequence_of(i));
+      return key_offset + cu_seqlens_k[s + 1] - cu_seqlens_q[s + 1] + i;
+    }
+    return query_offset ? *query_offset + i : key_offset + valid_keys(b) - valid_queries(b) + i;
   }
   /// Absolute position of key t.
   index_t key_position(index_t t) const { return key_offset + t; }
@@ -108,6 +127,27 @@ struct Geometry {
                std::min(valid_keys(b), last - key_offset + 1)};
     if (r.empty()) r = {0, 0};
     return r;
+  }
+
+  /// The keys query i of batch row b may attend: its mask interval, within its own sequence when
+  /// packed; none for a padding query.
+  KeyRange query_keys(index_t b, index_t i) const {
+    if (i >= valid_queries(b)) return {0, 0};
+    KeyRange r = allowed_keys(b, query_position(b, i));
+    if (packed()) {
+      const std::size_t s = std::size_t(sequence_of(i));
+      r = {std::max(r.begin, cu_seqlens_k[s]), std::min(r.end, cu_seqlens_k[s + 1])};
+      if (r.empty()) r = {0, 0};
+    }
+    return r;
+  }
+  /// Whether key t is one query i of row b may see at all (its row's valid keys, its own
+  /// sequence), before the mask: the reference's elementwise test.
+  bool key_in_reach(index_t b, index_t i, index_t t) const {
+    if (i >= valid_queries(b) || t >= valid_keys(b)) return false;
+    if (!packed()) return true;
+    const std::size_t s = std::size_t(sequence_of(i));
+    return cu_seqlens_k[s] <= t && t < cu_seqlens_k[s + 1];
   }
 };
 

@@ -127,8 +127,8 @@ struct PageTable {
   float norm_before(index_t kv, index_t end) const {
     const std::vector<float>& prefix = heads[std::size_t(kv)].prefix_max;
     if (end <= 0 || prefix.empty()) return 0.0f;
-    const index_t last = std::min<index_t>((end - 1) / KeyNormBounds::block,
-                                           index_t(prefix.size()) - 1);
+    const index_t last =
+        std::min<index_t>((end - 1) / KeyNormBounds::block, index_t(prefix.size()) - 1);
     return prefix[std::size_t(last)];
   }
 };

@@ -45,7 +45,7 @@ class KeyChunks {
     for (index_t b = 0; b < g.batch; ++b) {
       KeyRange hull{std::numeric_limits<index_t>::max(), std::numeric_limits<index_t>::min()};
       for (index_t i = 0; i < g.seq_q; ++i) {
-        const KeyRange keys = g.allowed_keys(b, g.query_position(b, i));
+        const KeyRange keys = g.query_keys(b, i);
         if (keys.empty()) continue;
         hull.begin = std::min(hull.begin, keys.begin);
         hull.end = std::max(hull.end, keys.end);
@@ -82,7 +82,7 @@ bool rest_is_negligible(const Geometry& g, const TensorView<const Q>& q, const S
   for (index_t h = 0; h < g.heads_q; ++h)
     for (index_t i = 0; i < g.seq_q; ++i) {
       const index_t p = g.query_position(b, i);
-      const KeyRange keys = g.allowed_keys(b, p);
+      const KeyRange keys = g.query_keys(b, i);
       if (keys.begin >= std::min(begin, keys.end)) continue;  // nothing left for it
       double squares = 0;
       for (index_t d = 0; d < g.head_dim; ++d) {

@@ -120,7 +120,8 @@ inline void check_params(const char* fn, const Params& params, index_t batch, in
   if (ns != 0 && ns != heads && ns != batch * heads)
     fail(fn, "params.slopes has " + std::to_string(ns) + " values but there are " +
                  std::to_string(heads) + " query heads and batch " + std::to_string(batch) +
-                 ", so it needs " + std::to_string(heads) + " or " + std::to_string(batch * heads) +
+                 ", so it needs " + std::to_string(heads) +
+                 (batch == 1 ? std::string() : " or " + std::to_string(batch * heads)) +
                  " (or none)");
   for (std::size_t i = 0; i < params.slopes.size(); ++i)
     if (!std::isfinite(params.slopes[i]))
@@ -164,6 +165,19 @@ inline void check_params(const char* fn, const Params& params, index_t batch, in
   }
 }
 
+/// params.seqlens_q fits a call with this batch and query count.
+inline void check_seqlens_q(const char* fn, const Params& params, index_t batch, index_t seq_q) {
+  if (params.seqlens_q.empty()) return;
+  if (static_cast<index_t>(params.seqlens_q.size()) != batch)
+    fail(fn, "params.seqlens_q has " + std::to_string(params.seqlens_q.size()) +
+                 " values but the batch is " + std::to_string(batch));
+  for (std::size_t b = 0; b < params.seqlens_q.size(); ++b)
+    if (params.seqlens_q[b] < 0 || params.seqlens_q[b] > seq_q)
+      fail(fn, "params.seqlens_q[" + std::to_string(b) + "] = " +
+                   std::to_string(params.seqlens_q[b]) + " is outside [0, " +
+                   std::to_string(seq_q) + "], the number of queries");
+}
+
 /// The shapes and params of an attention call (out is only looked at for its shape), resolved
 /// into its geometry.
 template <class T, class Out>
@@ -194,6 +208,7 @@ Geometry forward_geometry(const char* fn, const TensorView<const T>& q,
                  std::to_string(q.heads()) + ", " + std::to_string(v.head_dim()) + "]");
 
   check_params(fn, params, q.batch(), q.heads(), k.seq());
+  check_seqlens_q(fn, params, q.batch(), q.seq());
   return Geometry(q.batch(), q.seq(), k.seq(), q.heads(), k.heads(), q.head_dim(), v.head_dim(),
                   params);
 }
