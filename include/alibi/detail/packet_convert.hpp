@@ -17,7 +17,7 @@ template <class Packet, class T>
 Packet load_as_float(const T* src) {
   using namespace Eigen::internal;
   constexpr int width = unpacket_traits<Packet>::size;
-  using Scalar = typename unpacket_traits<Packet>::type;
+  using Scalar [[maybe_unused]] = typename unpacket_traits<Packet>::type;  // x86 branches only
 #if defined(EIGEN_VECTORIZE_AVX512)
   if constexpr (width == 16 && std::is_same<Scalar, float>::value) {
     if constexpr (std::is_same<T, Eigen::half>::value) return half2float(ploadu<Packet16h>(src));
