@@ -454,7 +454,7 @@ inline void check_ring_params(const char* fn, const Params& params, index_t q_le
 inline void check_total(const char* fn, const std::vector<CallHeader>& headers) {
   index_t total = 0;
   for (const CallHeader& h : headers)
-    if (__builtin_add_overflow(total, h.length, &total) || total > max_position)
+    if (add_overflows(total, h.length, &total) || total > max_position)
       fail(fn, "the ranks' lengths sum beyond 2^59 positions");
 }
 
