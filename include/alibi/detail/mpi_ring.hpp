@@ -6,8 +6,10 @@
 // rank r - s (mod P): the ring's P - 1 steps with one block in and out per step, but each block
 // goes straight to its user, so every (sender, receiver) pair can leave out what the receiver
 // does not need (mpi_plan.hpp) instead of relaying it. Two steps are in flight at a time
-// (double buffering: memory stays O(slice)), and they travel while the local tiles run; the
-// local calls are interleaved with MPI_Testall so that large messages progress meanwhile.
+// (double buffering: memory stays O(slice)). Without the tail cut they travel while the local
+// tiles run (the local calls are interleaved with MPI_Testall so that large messages progress
+// meanwhile); with it, the own keys are attended first, since their lse is each row's bound for
+// the cut, and the blocks travel while the received ones are attended.
 //
 // Partials. Every (receiving segment, sending segment, batch row, kv head) is one
 // alibi::attention call with explicit positions; its output and lse merge into the rows' running
@@ -531,31 +533,7 @@ void ring_forward(MPI_Comm user_comm, TensorView<const T> q, TensorView<const T>
   const float local_tolerance = cut ? params.tail_tolerance / 2 : params.tail_tolerance;
   const double side_tolerance = tolerance / (params.causal ? 2 : 4);
 
-  // Lower bounds of the rows' lse, for the cut: each row against its nearest 64 keys.
-  std::vector<float> lse_low;
-  if (cut) {
-    lse_low.assign(std::size_t(B * Hq * n), 0.0f);
-    for (const Segment& s : mine) {
-      if (s.empty()) continue;
-      Params near = params;
-      near.window_left = params.window_left < 0 ? 63 : std::min<index_t>(params.window_left, 63);
-      if (!params.causal)
-        near.window_right =
-            params.window_right < 0 ? 63 : std::min<index_t>(params.window_right, 63);
-      near.query_offset = near.key_offset = s.global_begin;
-      near.stats = nullptr;
-      std::vector<T> scratch(std::size_t(B * s.length * Hq * Dv));
-      std::vector<float> part(std::size_t(B * Hq * s.length));
-      alibi::attention<T>(tokens(q, s.local_begin, s.length), tokens(k, s.local_begin, s.length),
-                          tokens(v, s.local_begin, s.length),
-                          make_view(scratch.data(), B, s.length, Hq, Dv), near, part.data());
-      for (index_t b = 0; b < B; ++b)
-        for (index_t h = 0; h < Hq; ++h)
-          std::copy_n(part.data() + (b * Hq + h) * s.length, s.length,
-                      lse_low.data() + (b * Hq + h) * n + s.local_begin);
-    }
-  }
-  plan_ring(ring, q, k, lse_low.data(), cut ? side_tolerance : 0.0, params.num_threads);
+  std::vector<float> lse_low;  // with the cut: each row's lse over its own rank's keys
 
   RowAccumulator acc(B, n, Hq, Dv);
   AttentionStats visited;
@@ -633,7 +611,23 @@ void ring_forward(MPI_Comm user_comm, TensorView<const T> q, TensorView<const T>
           }
         }
   };
-  run_steps(ring, k, v, local, received, totals.bytes_sent, totals.bytes_received);
+  if (cut) {
+    // The own keys first: their partial lse is each row's lower bound for the cut (the true
+    // lse only grows), then the blocks travel while the received ones are attended.
+    local([] {});
+    lse_low.resize(acc.lse.size());
+    for (std::size_t i = 0; i < acc.lse.size(); ++i) {
+      float low = float(acc.lse[i]);
+      if (double(low) > acc.lse[i]) low = std::nextafter(low, -HUGE_VALF);  // stay below
+      lse_low[i] = low;
+    }
+    plan_ring(ring, q, k, lse_low.data(), side_tolerance, params.num_threads);
+    run_steps(ring, k, v, [](auto&&) {}, received, totals.bytes_sent, totals.bytes_received);
+  } else {
+    // Nothing to decide: the blocks travel while the local tiles run.
+    plan_ring(ring, q, k, nullptr, 0.0, params.num_threads);
+    run_steps(ring, k, v, local, received, totals.bytes_sent, totals.bytes_received);
+  }
 
   for (index_t b = 0; b < B; ++b)
     for (index_t i = 0; i < n; ++i)
