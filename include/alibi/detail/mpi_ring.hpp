@@ -6,8 +6,10 @@
 // rank r - s (mod P): the ring's P - 1 steps with one block in and out per step, but each block
 // goes straight to its user, so every (sender, receiver) pair can leave out what the receiver
 // does not need (mpi_plan.hpp) instead of relaying it. Two steps are in flight at a time
-// (double buffering: memory stays O(slice)), and they travel while the local tiles run; the
-// local calls are interleaved with MPI_Testall so that large messages progress meanwhile.
+// (double buffering: memory stays O(slice)). Without the tail cut they travel while the local
+// tiles run (the local calls are interleaved with MPI_Testall so that large messages progress
+// meanwhile); with it, the own keys are attended first, since their lse is each row's bound for
+// the cut, and the blocks travel while the received ones are attended.
 //
 // Partials. Every (receiving segment, sending segment, batch row, kv head) is one
 // alibi::attention call with explicit positions; its output and lse merge into the rows' running
@@ -91,6 +93,23 @@ TensorView<T> tokens(const TensorView<T>& view, index_t begin, index_t length) {
           view.strides};
 }
 
+/// The cut's inputs, gathered from every rank: row summaries per (rank, segment, b, h) and the
+/// largest key norm per (rank, segment, b, kv).
+struct SkipInputs {
+  std::vector<double> all;  // per rank: 2 x B x Hq x 3 summaries, then 2 x B x Hkv norms
+  index_t stride = 0, batch = 0, heads_q = 0, heads_kv = 0;
+
+  RowSummary summary(int rank, std::size_t seg, index_t b, index_t h) const {
+    const double* s = all.data() + rank * stride + ((index_t(seg) * batch + b) * heads_q + h) * 3;
+    return {s[0], s[1], s[2]};
+  }
+  float norm(int rank, std::size_t seg, index_t b, index_t kv) const {
+    return float(
+        all[std::size_t(rank * stride + 2 * batch * heads_q * 3 +
+                        (index_t(seg) * batch + b) * heads_kv + kv)]);
+  }
+};
+
 /// The shape of the whole distributed call and who holds what: the same on every rank.
 struct Ring {
   MPI_Comm comm;
@@ -103,6 +122,9 @@ struct Ring {
   std::vector<KeyRange> send, receive;
   /// The mask's hull of what is sent, for counting the blocks the cut left out.
   std::vector<KeyRange> send_hull;
+  /// The cut's tolerance per side (0: no cut) and its inputs from every rank.
+  double side_tolerance = 0;
+  SkipInputs skip;
 
   Ring(MPI_Comm c, const std::vector<CallHeader>& headers, const Geometry& geometry,
        LayoutKind layout)
@@ -123,6 +145,20 @@ struct Ring {
   std::size_t at(int peer, index_t b, index_t kv, std::size_t s) const {
     return std::size_t(peer) * per_peer() + std::size_t((b * g.heads_kv + kv) * 2) + s;
   }
+  /// The largest key norm of the whole sequence beyond `sender`, away from the receiver (on the
+  /// left of the sender when `left`).
+  float farther_norm(const Segment& sender, bool left, index_t b, index_t kv) const {
+    float m = 0;
+    for (int r = 0; r < ranks; ++r)
+      for (std::size_t s = 0; s < segs[std::size_t(r)].size(); ++s) {
+        const Segment& other = segs[std::size_t(r)][s];
+        if (other.empty()) continue;
+        if (left ? other.global_end() <= sender.global_begin
+                 : other.global_begin >= sender.global_end())
+          m = nan_max(m, skip.norm(r, s, b, kv));
+      }
+    return m;
+  }
   index_t length() const {
     index_t n = 0;
     for (const Segment& s : segs[std::size_t(me)]) n += s.length;
@@ -139,23 +175,6 @@ struct Ring {
   }
 };
 
-/// The cut's inputs, gathered from every rank: row summaries per (rank, segment, b, h) and the
-/// largest key norm per (rank, segment, b, kv).
-struct SkipInputs {
-  std::vector<double> all;  // per rank: 2 x B x Hq x 3 summaries, then 2 x B x Hkv norms
-  index_t stride = 0, batch = 0, heads_q = 0, heads_kv = 0;
-
-  RowSummary summary(int rank, std::size_t seg, index_t b, index_t h) const {
-    const double* s = all.data() + rank * stride + ((index_t(seg) * batch + b) * heads_q + h) * 3;
-    return {s[0], s[1], s[2]};
-  }
-  float norm(int rank, std::size_t seg, index_t b, index_t kv) const {
-    return float(
-        all[std::size_t(rank * stride + 2 * batch * heads_q * 3 +
-                        (index_t(seg) * batch + b) * heads_kv + kv)]);
-  }
-};
-
 /// Plans what every pair ships: with the tail cut when `tolerance` (per side) is positive, else
 /// the mask's hulls. `lse_low` holds lower bounds of this rank's rows' lse, [B, Hq, n]. One
 /// allgather (summaries and norms, only when cutting) and one alltoall (the ranges).
@@ -167,7 +186,8 @@ void plan_ring(Ring& ring, const TensorView<const T>& q, const TensorView<const 
   const auto& mine = ring.segs[std::size_t(ring.me)];
   const bool cut = tolerance > 0 && ring.ranks > 1;
   KeyNormBounds norms;
-  SkipInputs skip;
+  SkipInputs& skip = ring.skip;
+  ring.side_tolerance = cut ? tolerance : 0;
   if (cut) {
     norms = KeyNormBounds::measure(k, threads);
     norms.prepare_suffix();
@@ -201,20 +221,6 @@ void plan_ring(Ring& ring, const TensorView<const T>& q, const TensorView<const 
                   MPI_DOUBLE, ring.comm);
   }
 
-  // The largest key norm of the whole sequence beyond `sender`, away from the receiver.
-  const auto farther_norm = [&](const Segment& sender, bool left, index_t b, index_t kv) {
-    float m = 0;
-    for (int r = 0; r < ring.ranks; ++r)
-      for (std::size_t s = 0; s < ring.segs[std::size_t(r)].size(); ++s) {
-        const Segment& other = ring.segs[std::size_t(r)][s];
-        if (other.empty()) continue;
-        if (left ? other.global_end() <= sender.global_begin
-                 : other.global_begin >= sender.global_end())
-          m = nan_max(m, skip.norm(r, s, b, kv));
-      }
-    return m;
-  };
-
   std::vector<RowSummary> summaries(std::size_t(B * Hq));
   for (int peer = 0; peer < ring.ranks; ++peer) {
     const auto& theirs = ring.segs[std::size_t(peer)];
@@ -230,7 +236,7 @@ void plan_ring(Ring& ring, const TensorView<const T>& q, const TensorView<const 
             const bool left = sender.global_end() <= theirs[sr].global_begin;
             const KeyRange need = needed_keys(
                 g, theirs[sr], sender, b, kv, summaries.data(), cut ? &norms : nullptr,
-                cut ? farther_norm(sender, left, b, kv) : 0.0f, tolerance);
+                cut ? ring.farther_norm(sender, left, b, kv) : 0.0f, tolerance);
             const KeyRange hull = mask_hull(g, theirs[sr], sender);
             const auto unite = [](KeyRange& into, KeyRange r) {
               if (r.empty()) return;
@@ -251,6 +257,101 @@ void plan_ring(Ring& ring, const TensorView<const T>& q, const TensorView<const 
   const int count = int(ring.per_peer() * 2);
   MPI_Alltoall(out.data(), count, MPI_INT64_T, in.data(), count, MPI_INT64_T, ring.comm);
   for (std::size_t i = 0; i < ring.receive.size(); ++i) ring.receive[i] = {in[2 * i], in[2 * i + 1]};
+}
+
+/// The rows of `rows` (indices within it) that may need the keys `keys` (indices within
+/// `sender`) of (b, kv) at all: for the others, those keys and every key beyond them are
+/// negligible at the cut's tolerance by the row's own bound (its query norm, its lse lower bound
+/// from `lse_low` [B, Hq, n], the distance to the nearest of the keys), so they need not attend
+/// them. Without this a row far from the keys would walk them anyway: inside the call the tail
+/// skip compares with the partial's own sum, which those keys alone make up.
+template <class T>
+KeyRange rows_needing(const Ring& ring, const TensorView<const T>& q, const float* lse_low,
+                      const Segment& rows, int peer, std::size_t sender_index, index_t b,
+                      index_t kv, KeyRange keys) {
+  const Segment& sender = ring.segs[std::size_t(peer)][sender_index];
+  const bool left = sender.global_end() <= rows.global_begin,
+             right = sender.global_begin >= rows.global_end();
+  if (!(ring.side_tolerance > 0) || (!left && !right) || keys.empty()) return {0, rows.length};
+  const Geometry& g = ring.g;
+  const double key_norm = double(nan_max(ring.skip.norm(peer, sender_index, b, kv),
+                                         ring.farther_norm(sender, left, b, kv)));
+  const index_t nearest = sender.global_begin + (left ? keys.end - 1 : keys.begin);
+  const index_t n = ring.length();
+  index_t first = rows.length, last = -1;
+  for (index_t i = 0; i < rows.length; ++i) {
+    const index_t p = rows.global_begin + i;
+    bool needs = false;
+    for (index_t h = kv * ring.group; h < (kv + 1) * ring.group && !needs; ++h) {
+      const T* x = q.row(b, rows.local_begin + i, h);
+      double squares = 0;
+      for (index_t d = 0; d < g.head_dim; ++d) {
+        const double e = double(x[d * q.strides[3]]) * double(g.scale);
+        squares += e * e;
+      }
+      RowSummary one{std::sqrt(squares), 0, 0};
+      const double m = g.slope(b, h), l = lse_low[(b * g.heads_q + h) * n + rows.local_begin + i];
+      const double distance = double(left ? p - nearest : nearest - p);
+      needs = !std::isfinite(l) || !cut_holds(one, key_norm, m, -m * distance - l, ring.side_tolerance);
+    }
+    if (needs) {
+      first = std::min(first, i);
+      last = i;
+    }
+  }
+  if (last < 0) return {};
+  return {first, last + 1};
+}
+
+/// Rows per band of a received block: each band attends only the keys its own rows' bound keeps.
+constexpr index_t row_band = 256;
+
+/// The keys of `keys` (indices within the sender's segment) that rows `rows` of (b, kv) need by
+/// their own bound (as rows_needing, for the band as a whole): the band's largest query norm and
+/// its smallest m p + l (left) or largest m p - l (right) give the farthest key that can matter.
+/// The result is a sub-range of `keys` on the side nearest the rows.
+template <class T>
+KeyRange band_keys(const Ring& ring, const TensorView<const T>& q, const float* lse_low,
+                   const Segment& rows, int peer, std::size_t sender_index, index_t b, index_t kv,
+                   KeyRange keys) {
+  const Segment& sender = ring.segs[std::size_t(peer)][sender_index];
+  const bool left = sender.global_end() <= rows.global_begin,
+             right = sender.global_begin >= rows.global_end();
+  if (!(ring.side_tolerance > 0) || (!left && !right) || keys.empty()) return keys;
+  const Geometry& g = ring.g;
+  const double key_norm = double(nan_max(ring.skip.norm(peer, sender_index, b, kv),
+                                         ring.farther_norm(sender, left, b, kv)));
+  const index_t n = ring.length();
+  index_t begin = keys.begin, end = keys.end;  // what the band keeps
+  index_t keep_begin = keys.end, keep_end = keys.begin;
+  for (index_t h = kv * ring.group; h < (kv + 1) * ring.group; ++h) {
+    const RowSummary s = summarise_rows(g, q, b, h, rows.local_begin, rows.length,
+                                        rows.global_begin,
+                                        lse_low + (b * g.heads_q + h) * n + rows.local_begin);
+    const double m = g.slope(b, h);
+    if (!(m > 0)) return keys;
+    // The bound exp(Qmax K - Lmin + m (c - 1)) / (1 - e^-m) <= tol (left), or
+    // exp(Qmax K + Rmax - m c) / (1 - e^-m) <= tol (right), solved for the cut position c.
+    const double budget = std::log(ring.side_tolerance) + std::log(-std::expm1(-m)),
+                 reach = s.q_max * key_norm * (1 + 1e-5);
+    const double c = left ? (budget - reach + s.left_min) / m + 1 : (reach + s.right_max - budget) / m;
+    if (!std::isfinite(c)) return keys;
+    if (left) {
+      const double local = std::floor(c) - double(sender.global_begin);
+      keep_begin = std::min(keep_begin, index_t(std::max(double(keys.begin), std::min(double(keys.end), local))));
+    } else {
+      const double local = std::ceil(c) - double(sender.global_begin);
+      keep_end = std::max(keep_end, index_t(std::max(double(keys.begin), std::min(double(keys.end), local))));
+    }
+  }
+  if (left) begin = keep_begin; else end = keep_end;
+  if (end <= begin) return {};
+  return {begin, end};
+}
+
+/// Rows [range) of a segment, as a segment.
+inline Segment sub_segment(const Segment& s, KeyRange range) {
+  return {s.rank, s.local_begin + range.begin, s.global_begin + range.begin, range.end - range.begin};
 }
 
 /// Packs the keys and values of this rank named by `ranges` (one peer's slice of a table) in
@@ -432,31 +533,7 @@ void ring_forward(MPI_Comm user_comm, TensorView<const T> q, TensorView<const T>
   const float local_tolerance = cut ? params.tail_tolerance / 2 : params.tail_tolerance;
   const double side_tolerance = tolerance / (params.causal ? 2 : 4);
 
-  // Lower bounds of the rows' lse, for the cut: each row against its nearest 64 keys.
-  std::vector<float> lse_low;
-  if (cut) {
-    lse_low.assign(std::size_t(B * Hq * n), 0.0f);
-    for (const Segment& s : mine) {
-      if (s.empty()) continue;
-      Params near = params;
-      near.window_left = params.window_left < 0 ? 63 : std::min<index_t>(params.window_left, 63);
-      if (!params.causal)
-        near.window_right =
-            params.window_right < 0 ? 63 : std::min<index_t>(params.window_right, 63);
-      near.query_offset = near.key_offset = s.global_begin;
-      near.stats = nullptr;
-      std::vector<T> scratch(std::size_t(B * s.length * Hq * Dv));
-      std::vector<float> part(std::size_t(B * Hq * s.length));
-      alibi::attention<T>(tokens(q, s.local_begin, s.length), tokens(k, s.local_begin, s.length),
-                          tokens(v, s.local_begin, s.length),
-                          make_view(scratch.data(), B, s.length, Hq, Dv), near, part.data());
-      for (index_t b = 0; b < B; ++b)
-        for (index_t h = 0; h < Hq; ++h)
-          std::copy_n(part.data() + (b * Hq + h) * s.length, s.length,
-                      lse_low.data() + (b * Hq + h) * n + s.local_begin);
-    }
-  }
-  plan_ring(ring, q, k, lse_low.data(), cut ? side_tolerance : 0.0, params.num_threads);
+  std::vector<float> lse_low;  // with the cut: each row's lse over its own rank's keys
 
   RowAccumulator acc(B, n, Hq, Dv);
   AttentionStats visited;
@@ -513,21 +590,44 @@ void ring_forward(MPI_Comm user_comm, TensorView<const T> q, TensorView<const T>
           const T* keys = p;
           const T* values = p + len * g.head_dim;
           p += len * (g.head_dim + Dv);
-          for (const Segment& rows : mine) {
-            KeyRange use = mask_hull(g, rows, theirs[ss]);
+          for (const Segment& all_rows : mine) {
+            KeyRange use = mask_hull(g, all_rows, theirs[ss]);
             use = {std::max(use.begin, r.begin), std::min(use.end, r.end)};
-            if (use.empty() || rows.empty()) continue;
-            const index_t skip = use.begin - r.begin, count = use.end - use.begin;
-            attend(rows, b, kv,
-                   {keys + skip * g.head_dim, {1, count, 1, g.head_dim},
-                    {count * g.head_dim, g.head_dim, g.head_dim, 1}},
-                   {values + skip * Dv, {1, count, 1, Dv}, {count * Dv, Dv, Dv, 1}},
-                   theirs[ss].global_begin + use.begin, false);
-            progress();
+            if (use.empty() || all_rows.empty()) continue;
+            const KeyRange need = rows_needing(ring, q, lse_low.data(), all_rows, peer, ss, b, kv, use);
+            if (need.empty()) continue;
+            for (index_t band = need.begin; band < need.end; band += row_band) {
+              const Segment rows = sub_segment(all_rows, {band, std::min(need.end, band + row_band)});
+              const KeyRange kept = band_keys(ring, q, lse_low.data(), rows, peer, ss, b, kv, use);
+              if (kept.empty()) continue;
+              const index_t skip = kept.begin - r.begin, count = kept.end - kept.begin;
+              attend(rows, b, kv,
+                     {keys + skip * g.head_dim, {1, count, 1, g.head_dim},
+                      {count * g.head_dim, g.head_dim, g.head_dim, 1}},
+                     {values + skip * Dv, {1, count, 1, Dv}, {count * Dv, Dv, Dv, 1}},
+                     theirs[ss].global_begin + kept.begin, false);
+              progress();
+            }
           }
         }
   };
-  run_steps(ring, k, v, local, received, totals.bytes_sent, totals.bytes_received);
+  if (cut) {
+    // The own keys first: their partial lse is each row's lower bound for the cut (the true
+    // lse only grows), then the blocks travel while the received ones are attended.
+    local([] {});
+    lse_low.resize(acc.lse.size());
+    for (std::size_t i = 0; i < acc.lse.size(); ++i) {
+      float low = float(acc.lse[i]);
+      if (double(low) > acc.lse[i]) low = std::nextafter(low, -HUGE_VALF);  // stay below
+      lse_low[i] = low;
+    }
+    plan_ring(ring, q, k, lse_low.data(), side_tolerance, params.num_threads);
+    run_steps(ring, k, v, [](auto&&) {}, received, totals.bytes_sent, totals.bytes_received);
+  } else {
+    // Nothing to decide: the blocks travel while the local tiles run.
+    plan_ring(ring, q, k, nullptr, 0.0, params.num_threads);
+    run_steps(ring, k, v, local, received, totals.bytes_sent, totals.bytes_received);
+  }
 
   for (index_t b = 0; b < B; ++b)
     for (index_t i = 0; i < n; ++i)

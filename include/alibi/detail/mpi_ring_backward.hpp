@@ -159,16 +159,23 @@ void ring_backward(MPI_Comm user_comm, TensorView<const T> q, TensorView<const T
           Acc* grad_keys = step.grads_out.data() + at;
           Acc* grad_values = grad_keys + len * D;
           at += std::size_t(len) * width;
-          for (const Segment& rows : mine) {
-            KeyRange use = mask_hull(g, rows, theirs[ss]);
+          for (const Segment& all_rows : mine) {
+            KeyRange use = mask_hull(g, all_rows, theirs[ss]);
             use = {std::max(use.begin, r.begin), std::min(use.end, r.end)};
-            if (use.empty() || rows.empty()) continue;
-            const index_t skip = use.begin - r.begin, count = use.end - use.begin;
-            attend(rows, b, kv, {keys + skip * D, {1, count, 1, D}, {count * D, D, D, 1}},
-                   {values + skip * Dv, {1, count, 1, Dv}, {count * Dv, Dv, Dv, 1}},
-                   theirs[ss].global_begin + use.begin, grad_keys + skip * D, D,
-                   grad_values + skip * Dv, Dv);
-            progress();
+            if (use.empty() || all_rows.empty()) continue;
+            const KeyRange need = rows_needing(ring, q, lse, all_rows, from, ss, b, kv, use);
+            if (need.empty()) continue;
+            for (index_t band = need.begin; band < need.end; band += row_band) {
+              const Segment rows = sub_segment(all_rows, {band, std::min(need.end, band + row_band)});
+              const KeyRange kept = band_keys(ring, q, lse, rows, from, ss, b, kv, use);
+              if (kept.empty()) continue;
+              const index_t skip = kept.begin - r.begin, count = kept.end - kept.begin;
+              attend(rows, b, kv, {keys + skip * D, {1, count, 1, D}, {count * D, D, D, 1}},
+                     {values + skip * Dv, {1, count, 1, Dv}, {count * Dv, Dv, Dv, 1}},
+                     theirs[ss].global_begin + kept.begin, grad_keys + skip * D, D,
+                     grad_values + skip * Dv, Dv);
+              progress();
+            }
           }
         }
     post_bytes(true, step.grads_out.data(), step.grads_out.size() * sizeof(Acc), from,
