@@ -111,9 +111,13 @@ class PagePool {
 /// KeyNormBounds::block tokens, with their running (prefix) maxima for the tail bound.
 struct PageTable {
   struct Head {
-    std::vector<PagePool::PageId> pages;
+    std::vector<PagePool::PageId> pages;  // evicted pages: -1 (and a null base)
     std::vector<const unsigned char*> bases;
     std::vector<float> block_max, prefix_max;
+    // A memory budget's eviction (budget_plan.hpp): tokens [sink end, evicted_end) are gone, the
+    // largest of their stored norms was evicted_norm. Positions stay absolute.
+    index_t evicted_end = 0;
+    float evicted_norm = 0;
   };
   index_t length = 0;
   std::vector<Head> heads;
