@@ -1,6 +1,7 @@
 // Long context: prefill with the tail skip against tail_tolerance = 0, decode against a float
 // KV cache from 1k to 128k tokens with and without the skip, and the memory bandwidth (a STREAM
-// triad) that dense decode is measured against.
+// triad) that dense decode is measured against. The decode cases read a PagedKVCache in f32
+// (bench/serving.cpp has the other formats).
 #include <algorithm>
 #include <cmath>
 #include <map>
@@ -70,28 +71,36 @@ void BM_prefill(benchmark::State& state) {
   }
 }
 
-/// A float cache of `context` random tokens, 8 kv heads of 128, built once per length.
-alibi::KVCache<float>& decode_cache(index_t context) {
-  static std::map<index_t, std::unique_ptr<alibi::KVCache<float>>> caches;
-  auto& cache = caches[context];
+/// A paged f32 cache of one sequence of `context` random tokens, 8 kv heads of 128, built once
+/// per length.
+struct DecodeCache {
+  std::unique_ptr<alibi::PagedKVCache> cache;
+  std::vector<alibi::SequenceId> seqs;
+};
+DecodeCache& decode_cache(index_t context) {
+  static std::map<index_t, DecodeCache> caches;
+  DecodeCache& entry = caches[context];
+  auto& cache = entry.cache;
   if (!cache) {
-    cache = std::make_unique<alibi::KVCache<float>>(1, 8, 128);
+    cache = std::make_unique<alibi::PagedKVCache>(alibi::PagedKVCache::Options{8, 128});
+    const alibi::SequenceId id = cache->add_sequence();
+    entry.seqs = {id};
     const index_t chunk = 4096;
     Problem<float> tokens(chunk, 8, 8, 128);
     for (index_t t = 0; t < context; t += chunk) {
       const index_t n = std::min(chunk, context - t);
-      cache->append(alibi::make_view<const float>(tokens.k.data(), 1, n, 8, 128),
+      cache->append(id, alibi::make_view<const float>(tokens.k.data(), 1, n, 8, 128),
                     alibi::make_view<const float>(tokens.v.data(), 1, n, 8, 128));
     }
   }
-  return *cache;
+  return entry;
 }
 
 // Arguments: context, threads, skip. Hq = 32 over Hkv = 8, D = 128, slopes(32).
 void BM_decode(benchmark::State& state) {
   const index_t context = state.range(0);
   const int threads = int(state.range(1));
-  alibi::KVCache<float>& cache = decode_cache(context);
+  const DecodeCache& decode = decode_cache(context);
   Problem<float> step(1, 32, 8, 128);
   alibi::Params params;
   params.num_threads = threads;
@@ -100,7 +109,7 @@ void BM_decode(benchmark::State& state) {
   params.stats = &stats;
   Stopwatch clock;
   for (auto _ : state) {
-    alibi::attention(step.queries(), cache, step.output(), params);
+    alibi::attention(step.queries(), *decode.cache, decode.seqs, step.output(), params);
     benchmark::DoNotOptimize(step.out.data());
   }
   const double seconds = clock.seconds(), tokens = double(state.iterations());

@@ -1,4 +1,4 @@
-// A multi-turn session against a growing KV cache: each turn prefills the user's tokens, then
+// A multi-turn session against a growing paged KV cache: each turn prefills the user's tokens, then
 // decodes a reply token by token, as an inference engine's attention layer would (random
 // activations stand in for a model: the point is the attention path). Prints prefill and decode
 // tokens/s and the cache's bytes as the context grows past 100k tokens; ALiBi's tail skip keeps
@@ -63,7 +63,8 @@ int main(int argc, char** argv) {
   const alibi::index_t q_heads = 32, kv_heads = 8, dim = 128;
 
   std::mt19937 rng(1);
-  alibi::KVCache<float> cache(1, kv_heads, dim);
+  alibi::PagedKVCache cache({kv_heads, dim});
+  const alibi::SequenceId chat = cache.add_sequence();
   alibi::Params params;  // causal, slopes(32), the default tail skip, all threads
   double checksum = 0;
   std::printf("%5s %9s %16s %16s %12s\n", "turn", "context", "prefill tok/s", "decode tok/s",
@@ -75,9 +76,9 @@ int main(int argc, char** argv) {
                v = activations(rng, prompt, kv_heads, dim);
     std::vector<float> out(q.size());
     auto start = Clock::now();
-    cache.append(alibi::make_view(k.data(), 1, prompt, kv_heads, dim),
+    cache.append(chat, alibi::make_view(k.data(), 1, prompt, kv_heads, dim),
                  alibi::make_view(v.data(), 1, prompt, kv_heads, dim));
-    alibi::attention(alibi::make_view(q.data(), 1, prompt, q_heads, dim), cache,
+    alibi::attention(alibi::make_view(q.data(), 1, prompt, q_heads, dim), cache, {chat},
                      alibi::make_view(out.data(), 1, prompt, q_heads, dim), params);
     const double prefill = double(prompt) / seconds_since(start);
     checksum += out[0];
@@ -88,15 +89,15 @@ int main(int argc, char** argv) {
       const auto qt = activations(rng, 1, q_heads, dim);
       const auto kt = activations(rng, 1, kv_heads, dim), vt = activations(rng, 1, kv_heads, dim);
       std::vector<float> step(qt.size());
-      cache.append(alibi::make_view(kt.data(), 1, 1, kv_heads, dim),
+      cache.append(chat, alibi::make_view(kt.data(), 1, 1, kv_heads, dim),
                    alibi::make_view(vt.data(), 1, 1, kv_heads, dim));
-      alibi::attention(alibi::make_view(qt.data(), 1, 1, q_heads, dim), cache,
+      alibi::attention(alibi::make_view(qt.data(), 1, 1, q_heads, dim), cache, {chat},
                        alibi::make_view(step.data(), 1, 1, q_heads, dim), params);
       checksum += step[0];
     }
     const double decode = double(reply) / seconds_since(start);
-    std::printf("%5d %9lld %16.0f %16.1f %12.1f\n", turn, static_cast<long long>(cache.length(0)),
-                prefill, decode, double(cache.bytes()) / (1 << 20));
+    std::printf("%5d %9lld %16.0f %16.1f %12.1f\n", turn, static_cast<long long>(cache.length(chat)),
+                prefill, decode, double(cache.bytes_used()) / (1 << 20));
   }
   std::printf("checksum %.6f\n", checksum);
   return std::isfinite(checksum) ? 0 : 1;

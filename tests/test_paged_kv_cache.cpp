@@ -468,3 +468,50 @@ TEST_CASE("paged attention over no keys: out 0, lse -inf", "[paged]") {
   for (float x : out) CHECK(x == 0.0f);
   for (float x : lse) CHECK(std::isinf(x));
 }
+
+TEST_CASE("prefill then decode through the paged cache equals attention over the whole history",
+          "[paged]") {
+  // Two sequences fed in lockstep: a 200-token prompt (the tile path), then token by token (the
+  // decode walk); each step against the causal attention over all 300 tokens at once.
+  const index_t B = 2, n = 300, Hq = 8, Hkv = 2, D = 16, prompt = 200;
+  const auto q = random_values<float>(std::size_t(B * n * Hq * D), 131);
+  const auto k = random_values<float>(std::size_t(B * n * Hkv * D), 132);
+  const auto v = random_values<float>(std::size_t(B * n * Hkv * D), 133);
+  const Shape whole{B, n, n, Hq, Hkv, D, D};
+  std::vector<float> expected(whole.out_size());
+  alibi::attention(q_view(whole, q.data()), k_view(whole, k.data()), v_view(whole, v.data()),
+                   out_view(whole, expected.data()));
+  // Tokens [t, t + count) of every batch row, as a [B, count, H, dim] view.
+  const auto tokens = [&](const std::vector<float>& x, index_t heads, index_t t, index_t count,
+                          index_t b0, index_t rows) {
+    return alibi::make_view<const float>(x.data() + (b0 * n + t) * heads * D,
+                                         {rows, count, heads, D}, {n * heads * D, heads * D, D, 1});
+  };
+  PagedKVCache cache({Hkv, D});
+  const std::vector<SequenceId> seqs{cache.add_sequence(), cache.add_sequence()};
+  const auto feed = [&](index_t t, index_t count) {
+    for (index_t b = 0; b < B; ++b)
+      cache.append(seqs[std::size_t(b)], tokens(k, Hkv, t, count, b, 1),
+                   tokens(v, Hkv, t, count, b, 1));
+  };
+  feed(0, prompt);
+  std::vector<float> out(std::size_t(B * prompt * Hq * D));
+  alibi::attention(tokens(q, Hq, 0, prompt, 0, B), cache, seqs,
+                   alibi::make_view(out.data(), B, prompt, Hq, D));
+  for (index_t b = 0; b < B; ++b)
+    for (index_t i = 0; i < prompt * Hq * D; ++i)
+      REQUIRE(out[std::size_t(b * prompt * Hq * D + i)] ==
+              Approx(expected[std::size_t(b * n * Hq * D + i)]).margin(1e-6));
+  for (index_t t = prompt; t < n; ++t) {
+    feed(t, 1);
+    std::vector<float> step(std::size_t(B * Hq * D));
+    alibi::attention(tokens(q, Hq, t, 1, 0, B), cache, seqs,
+                     alibi::make_view(step.data(), B, 1, Hq, D));
+    for (index_t b = 0; b < B; ++b)
+      for (index_t i = 0; i < Hq * D; ++i)
+        REQUIRE(step[std::size_t(b * Hq * D + i)] ==
+                Approx(expected[std::size_t((b * n + t) * Hq * D + i)]).margin(1e-6));
+  }
+  CHECK(cache.length(seqs[0]) == n);
+  CHECK(cache.bytes_used() == std::size_t(B * Hkv * ((n + 63) / 64)) * cache.page_bytes());
+}

@@ -229,12 +229,13 @@ TEST_CASE("sinks: the cache path joins them too", "[sinks][kv_cache]") {
   const Shape s{1, 1, 300, 4, 2, 16, 16};
   const auto k = random_values<float>(s.k_size(), 21), v = random_values<float>(s.v_size(), 22),
              q = random_values<float>(s.q_size(), 23);
-  alibi::KVCache<float> cache(1, s.heads_kv, s.head_dim);
-  cache.append(k_view(s, k.data()), v_view(s, v.data()));
+  alibi::PagedKVCache cache({s.heads_kv, s.head_dim});
+  const alibi::SequenceId id = cache.add_sequence();
+  cache.append(id, k_view(s, k.data()), v_view(s, v.data()));
   alibi::Params p;
   p.sink_logits = some_sinks(s.heads_q, 24);
   std::vector<float> out(s.out_size()), ref(s.out_size());
-  alibi::attention(q_view(s, q.data()), cache, out_view(s, out.data()), p);
+  alibi::attention(q_view(s, q.data()), cache, {id}, out_view(s, out.data()), p);
   alibi::reference::attention(q_view(s, q.data()), k_view(s, k.data()), v_view(s, v.data()),
                               out_view(s, ref.data()), p);
   for (std::size_t i = 0; i < out.size(); ++i) REQUIRE(out[i] == Approx(ref[i]).margin(2e-6));

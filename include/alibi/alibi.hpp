@@ -7,7 +7,6 @@
 #include "bias.hpp"
 #include "build_info.hpp"
 #include "budget.hpp"
-#include "kv_cache.hpp"
 #include "paged_kv_cache.hpp"
 #include "merge.hpp"
 #include "params.hpp"

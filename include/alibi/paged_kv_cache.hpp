@@ -188,6 +188,13 @@ class PagedKVCache {
            options_.page_size;
   }
 
+  // Block tables point into the pool's slabs: a copy would read the original's pages. Moves keep
+  // the slabs (and every pointer) where they are.
+  PagedKVCache(const PagedKVCache&) = delete;
+  PagedKVCache& operator=(const PagedKVCache&) = delete;
+  PagedKVCache(PagedKVCache&&) = default;
+  PagedKVCache& operator=(PagedKVCache&&) = default;
+
   /// A new, empty sequence.
   SequenceId add_sequence() {
     detail::PageTable table;
