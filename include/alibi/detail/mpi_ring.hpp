@@ -329,8 +329,8 @@ inline void check_ring_params(const char* fn, const Params& params, index_t q_le
                               index_t k_len) {
   if (params.query_offset || params.key_offset)
     fail(fn, "params.query_offset and key_offset are set from the ranks' lengths; leave them unset");
-  if (!params.seqlens_k.empty())
-    fail(fn, "params.seqlens_k is not supported (each rank's slice is all valid)");
+  if (!params.seqlens_k.empty() || !params.seqlens_q.empty())
+    fail(fn, "params.seqlens_k and seqlens_q are not supported (each rank's slice is all valid)");
   if (q_len != k_len)
     fail(fn, "q has " + std::to_string(q_len) + " tokens but k has " + std::to_string(k_len) +
                  ": each rank holds the same tokens' queries, keys and values");
