@@ -22,11 +22,12 @@ const char* const headline_filter =
 void print_help(const char* program) {
   std::printf(
       "usage: %s [--help] [Google Benchmark flags]\n\n"
-      "With no arguments: the headline, about a minute. The ceilings of this machine (FMA peak,\n"
-      "Eigen's 1024^3 sgemm, the memory triad), fused prefill against the materialised Eigen\n"
-      "attention (S 2048, H 8, D 64, causal, 1 and 2 threads), fused at S 4096, H 32, D 128, and\n"
-      "a decode step against 128k cached keys with and without the tail skip; 3 repetitions,\n"
-      "one median line per case, then a summary and the build's instruction set.\n\n"
+      "With no arguments: the headline (about 40 s on the README's 2-core machine). The\n"
+      "ceilings of this machine (FMA peak, Eigen's 1024^3 sgemm, the memory triad), fused\n"
+      "prefill against the materialised Eigen attention (S 2048, H 8, D 64, causal, 1 and 2\n"
+      "threads), fused at S 4096, H 32, D 128, and a decode step against 128k cached keys with\n"
+      "and without the tail skip; 3 repetitions, one median line per case, then a summary and\n"
+      "the build's instruction set.\n\n"
       "With arguments, a plain Google Benchmark binary:\n"
       "  --benchmark_filter=.                 every case (tens of minutes)\n"
       "  --benchmark_filter='^documents/'     packed (varlen) vs padded vs per-document calls\n"

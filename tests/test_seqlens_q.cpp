@@ -254,3 +254,55 @@ TEST_CASE("seqlens_q: bad values throw, naming seqlens_q and the sizes, before a
   for (float x : out) REQUIRE(x == 9.0f);
   for (float x : lse) REQUIRE(x == 9.0f);
 }
+
+TEST_CASE("seqlens_q over a paged cache: rows with different numbers of new tokens",
+          "[seqlens_q][paged]") {
+  // Two sequences of 100 and 40 tokens; this step checks 3 draft tokens of the first and 1 of
+  // the second, q right-padded to 3 rows. Each row against the reference over read().
+  const index_t hq = 4, hkv = 2, d = 16, sq = 3;
+  alibi::PagedKVCache cache(alibi::PagedKVCache::Options{hkv, d});
+  const std::vector<index_t> lengths = {100, 40}, lens_q = {3, 1};
+  std::vector<alibi::SequenceId> seqs;
+  for (std::size_t b = 0; b < lengths.size(); ++b) {
+    seqs.push_back(cache.add_sequence());
+    const auto k = random_values<float>(std::size_t(lengths[b] * hkv * d), 80 + unsigned(b));
+    const auto v = random_values<float>(k.size(), 90 + unsigned(b));
+    cache.append(seqs.back(), alibi::make_view(k.data(), 1, lengths[b], hkv, d),
+                 alibi::make_view(v.data(), 1, lengths[b], hkv, d));
+  }
+  std::vector<float> q = random_values<float>(std::size_t(2 * sq * hq * d), 95, 2.0f);
+  for (index_t j = 0; j < (sq - 1) * hq * d; ++j)  // row 1's padding
+    q[std::size_t((sq + 1) * hq * d + j)] = nan_value;
+  std::vector<float> out(q.size(), -7.0f), lse(std::size_t(2 * hq * sq), -7.0f);
+  alibi::Params p;
+  p.seqlens_q = lens_q;
+  alibi::attention(alibi::make_view<const float>(q.data(), 2, sq, hq, d), cache, seqs,
+                   alibi::make_view(out.data(), 2, sq, hq, d), p, lse.data());
+  for (std::size_t b = 0; b < 2; ++b) {
+    INFO("sequence " << b);
+    const index_t n = lengths[b], nq = lens_q[b];
+    std::vector<float> k(std::size_t(n * hkv * d)), v(k.size());
+    cache.read(seqs[b], 0, n, k.data(), v.data());
+    std::vector<float> want(std::size_t(nq * hq * d));
+    alibi::reference::attention(
+        alibi::make_view<const float>(q.data() + b * sq * hq * d, 1, nq, hq, d),
+        alibi::make_view<const float>(k.data(), 1, n, hkv, d),
+        alibi::make_view<const float>(v.data(), 1, n, hkv, d),
+        alibi::make_view(want.data(), 1, nq, hq, d));
+    for (index_t i = 0; i < sq; ++i)
+      for (index_t j = 0; j < hq * d; ++j) {
+        const float got = out[std::size_t((index_t(b) * sq + i) * hq * d + j)];
+        if (i < nq) {
+          REQUIRE(double(got) == Approx(double(want[std::size_t(i * hq * d + j)])).margin(2e-5));
+        } else {
+          REQUIRE(got == 0.0f);
+        }
+      }
+  }
+  alibi::Params bad;
+  bad.seqlens_q = {3};
+  REQUIRE_THROWS_WITH(alibi::attention(alibi::make_view<const float>(q.data(), 2, sq, hq, d),
+                                       cache, seqs, alibi::make_view(out.data(), 2, sq, hq, d),
+                                       bad),
+                      Catch::Contains("seqlens_q has 1 values but the batch is 2"));
+}

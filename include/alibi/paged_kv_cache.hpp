@@ -542,7 +542,10 @@ struct PagedAccess {
 
 /// Attention of q [B, Sq, Hq, D] over sequences `seqs` of `cache` (B of them, any subset, any
 /// order: continuous batching). Row b's queries are sequence seqs[b]'s newest Sq tokens, already
-/// appended (bottom-right aligned to its own length); out is [B, Sq, Hq, Dv]. T is float,
+/// appended (bottom-right aligned to its own length); with params.seqlens_q (right-padded q:
+/// rows of different query counts, e.g. draft tokens), row b's first seqlens_q[b] queries are its
+/// newest seqlens_q[b] tokens and the rest is padding (never read, out 0). out is
+/// [B, Sq, Hq, Dv]. T is float,
 /// Eigen::half or Eigen::bfloat16 (arithmetic in float). Every Params option works except
 /// key_offset and seqlens_k, which come from the cache and must be left unset. The tail skip
 /// uses the stored keys' norm bounds; long sequences split over threads and merge in float,
@@ -602,6 +605,7 @@ void attention(TensorView<const detail::nondeduced<T>> q, const PagedKVCache& ca
                          ", " + std::to_string(q.seq()) + ", " + std::to_string(q.heads()) + ", " +
                          std::to_string(cache.value_dim()) + "]");
   detail::check_params(fn, resolved, batch, q.heads(), longest);
+  detail::check_seqlens_q(fn, resolved, batch, q.seq());
   detail::check_distinct_elements(fn, "out", out);
   const detail::ByteSpan out_span = detail::byte_span(fn, "out", out),
                          q_span = detail::byte_span(fn, "q", q);

@@ -161,14 +161,14 @@ void budgeted_forward(const char* fn, const Geometry& g, TensorView<const T> q,
       const auto& head = tables[std::size_t(b)]->heads[std::size_t(g.kv_head(h))];
       if (head.evicted_end == 0) continue;
       const EvictedKeys evicted{sink_end, head.evicted_end, double(head.evicted_norm)};
-      for (index_t i = 0; i < Sq; ++i) {
+      for (index_t i = 0; i < g.valid_queries(b); ++i) {  // padding (seqlens_q): no keys
         double squares = 0;
         for (index_t d = 0; d < g.head_dim; ++d) {
           const double x = double(qf(b, i, h, d)) * double(g.scale);
           squares += x * x;
         }
         const index_t p = g.query_position(b, i);
-        const KeyRange allowed = g.allowed_keys(b, p);
+        const KeyRange allowed = g.query_keys(b, i);
         const double bound =
             evicted_weight(std::sqrt(squares), g.slope(b, h), p, allowed.begin, allowed.end,
                            evicted, double(main_lse[std::size_t((b * Hq + h) * Sq + i)]));
