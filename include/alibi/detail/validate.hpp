@@ -12,6 +12,7 @@
 #include <string>
 
 #include "geometry.hpp"
+#include "overflow.hpp"
 
 namespace alibi {
 namespace detail {
@@ -41,8 +42,8 @@ std::array<index_t, 2> element_reach(const char* fn, const char* name, const Ten
     if (view.shape[i] <= 1) continue;  // a dimension of one element never uses its stride
     index_t step = 0;
     index_t& end = view.strides[i] < 0 ? reach[0] : reach[1];
-    if (__builtin_mul_overflow(view.strides[i], view.shape[i] - 1, &step) ||
-        __builtin_add_overflow(end, step, &end) || end < -max_elements || end > max_elements)
+    if (mul_overflows(view.strides[i], view.shape[i] - 1, &step) ||
+        add_overflows(end, step, &end) || end < -max_elements || end > max_elements)
       fail(fn, std::string(name) + " strides overflow with shape " + shape_string(view.shape) +
                    ", strides " + shape_string(view.strides));
   }
@@ -59,7 +60,7 @@ void check_view(const char* fn, const char* name, const TensorView<T>& view) {
   // More elements than any memory holds; also keeps every element and byte count inside int64.
   index_t elements = 1;
   for (int i = 0; i < 4; ++i)
-    if (__builtin_mul_overflow(elements, view.shape[i], &elements) || elements > max_elements)
+    if (mul_overflows(elements, view.shape[i], &elements) || elements > max_elements)
       fail(fn, std::string(name) + " has more elements than memory can hold: shape " +
                    shape_string(view.shape));
   if (view.heads() < 1 || view.head_dim() < 1)
