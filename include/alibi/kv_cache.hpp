@@ -12,6 +12,7 @@
 
 #include "detail/cache_storage.hpp"
 #include "detail/numeric.hpp"
+#include "detail/overlap.hpp"
 #include "detail/split_kv.hpp"
 #include "detail/tail_bound.hpp"
 #include "detail/validate.hpp"
@@ -71,6 +72,14 @@ class KVCache {
     if (!counts.empty() && index_t(counts.size()) != batch_)
       detail::fail(fn, "counts has " + std::to_string(counts.size()) + " values for batch " +
                            std::to_string(batch_));
+    // A view of this cache (keys(), values()) would dangle once the storage grows or moves.
+    const auto storage = [](const detail::cache_vector<T>& x) {
+      return detail::lattice_of_array(x.data(), index_t(x.size()), index_t(sizeof(T)));
+    };
+    for (const auto& input : {detail::lattice_of(k), detail::lattice_of(v)})
+      if (detail::share_bytes(input, storage(keys_)) ||
+          detail::share_bytes(input, storage(values_)))
+        detail::fail(fn, "k or v is a view of this cache's own storage; copy it first");
     for (std::size_t b = 0; b < counts.size(); ++b)
       if (counts[b] < 0 || counts[b] > k.seq())
         detail::fail(fn, "counts[" + std::to_string(b) + "] = " + std::to_string(counts[b]) +
@@ -97,6 +106,8 @@ class KVCache {
       for (index_t h = 0; h < heads_; ++h) norms_.add_keys(keys(), b, h, at, at + n);
       lengths_[std::size_t(b)] = at + n;
     }
+    // Here, not in a const reader: attention on a const cache may run on several threads.
+    norms_.prepare_suffix();
   }
 
   index_t batch() const { return batch_; }
@@ -125,7 +136,7 @@ class KVCache {
             {heads_ * capacity_ * value_dim_, value_dim_, capacity_ * value_dim_, 1}};
   }
   /// Per-block key norm maxima, kept as keys arrive (for the tail skip).
-  detail::KeyNormBounds& norms() const { return norms_; }
+  const detail::KeyNormBounds& norms() const { return norms_; }
 
  private:
   T* key_row(index_t b, index_t h, index_t t) {
@@ -177,7 +188,7 @@ class KVCache {
   index_t capacity_ = 0, first_position_ = 0;
   std::vector<index_t> lengths_;
   detail::cache_vector<T> keys_, values_;
-  mutable detail::KeyNormBounds norms_;
+  detail::KeyNormBounds norms_;
 };
 
 /// Attention of q [B, Sq, Hq, D] against everything `cache` holds: keys at absolute positions
@@ -197,7 +208,6 @@ void attention(TensorView<const detail::nondeduced<T>> q, const KVCache<T>& cach
   params.seqlens_k = cache.lengths();
   const TensorView<const T> k = cache.keys(), v = cache.values();
   const detail::Geometry g = detail::validate_forward(fn, q, k, v, out, params, lse);
-  if (!g.causal) cache.norms().prepare_suffix();
   detail::forward_views(g, q, k, v, out, lse, params.num_threads, params.stats, &cache.norms());
 }
 
