@@ -383,3 +383,29 @@ TEST_CASE("an exception on a worker thread reaches the calling thread", "[harden
                    out_view(s, out.data()), p);
   CHECK(max_abs_diff(out, oracle(s, x, x, x, p).out) < 1e-6);
 }
+
+TEST_CASE("the reference lse with a sink and every key 2^59 positions away is the sink's",
+          "[hardening][reference]") {
+  // Found by the fuzzer: taking the nearest distance out of the logits and putting it back
+  // around a sink that dominates lost the sink (sink + m d - m d = 0 at d = 2^59).
+  const Shape s{1, 2, 5, 1, 1, 4, 4};
+  const auto q = random_values<double>(s.q_size(), 601), k = random_values<double>(s.k_size(), 602),
+             v = random_values<double>(s.v_size(), 603);
+  alibi::Params p;
+  p.causal = false;
+  p.slopes = {0.5f};
+  p.sink_logits = {0.44477f};
+  p.key_offset = index_t(1) << 59;
+  p.query_offset = -3545399106;
+  std::vector<double> out(s.out_size()), ref(s.out_size());
+  std::vector<float> lse(s.lse_size()), ref_lse(s.lse_size());
+  alibi::reference::attention(q_view(s, q.data()), k_view(s, k.data()), v_view(s, v.data()),
+                              out_view(s, ref.data()), p, ref_lse.data());
+  alibi::attention(q_view(s, q.data()), k_view(s, k.data()), v_view(s, v.data()),
+                   out_view(s, out.data()), p, lse.data());
+  for (std::size_t i = 0; i < lse.size(); ++i) {
+    CHECK(ref_lse[i] == Approx(0.44477f).epsilon(1e-6));
+    CHECK(lse[i] == Approx(0.44477f).epsilon(1e-6));
+  }
+  for (std::size_t i = 0; i < out.size(); ++i) CHECK(std::fabs(ref[i]) < 1e-300);
+}

@@ -100,9 +100,14 @@ void attention(TensorView<const detail::nondeduced<T>> q, TensorView<const detai
         }
         for (index_t d = 0; d < g.value_dim; ++d)
           out(b, i, h, d) = static_cast<T>(sum == 0 ? 0.0 : row[d] / sum);
+        // The max with the nearest distance put back; when the sink is the max, the sink itself
+        // (sink + m nearest - m nearest would lose it at far positions).
+        const double true_max = g.has_sinks() && max == sink
+                                    ? double(g.sink_logits[std::size_t(h)])
+                                    : max - double(g.slope(b, h)) * double(nearest);
         if (lse != nullptr)
-          lse[(b * g.heads_q + h) * g.seq_q + i] = static_cast<float>(
-              sum == 0 ? minus_inf : max + std::log(sum) - double(g.slope(b, h)) * double(nearest));
+          lse[(b * g.heads_q + h) * g.seq_q + i] =
+              static_cast<float>(sum == 0 ? minus_inf : true_max + std::log(sum));
       }
 }
 
