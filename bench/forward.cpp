@@ -114,6 +114,13 @@ void bfloat16(benchmark::internal::Benchmark* b) {
   b->Args({4096, 32, 8, 128, 1, 2});
 }
 
+/// Half storage at the prefill bar's shape, next to fused/float's.
+void half(benchmark::internal::Benchmark* b) {
+  names(b);
+  b->Args({4096, 32, 32, 128, 1, 2});
+  b->Args({4096, 32, 8, 128, 1, 2});
+}
+
 void long_sequence(benchmark::internal::Benchmark* b) {
   names(b);
   b->Args({65536, 1, 1, 64, 1, 2})->Iterations(1);
@@ -126,6 +133,7 @@ void reference(benchmark::internal::Benchmark* b) {
 
 BENCHMARK_TEMPLATE(BM_forward, float, Kernel::fused)->Name("fused/float")->Apply(prefill);
 BENCHMARK_TEMPLATE(BM_forward, Eigen::bfloat16, Kernel::fused)->Name("fused/bf16")->Apply(bfloat16);
+BENCHMARK_TEMPLATE(BM_forward, Eigen::half, Kernel::fused)->Name("fused/half")->Apply(half);
 BENCHMARK_TEMPLATE(BM_forward, float, Kernel::fused)
     ->Name("fused_long/float")
     ->Apply(long_sequence);

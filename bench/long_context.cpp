@@ -13,10 +13,7 @@
 #endif
 
 namespace alibi_bench {
-namespace {
 
-/// GB/s of a[i] = b[i] + s c[i] over arrays far larger than the caches (3 x 4 bytes per
-/// element: two reads and a write), on `threads` threads.
 double measure_triad(int threads, double seconds) {
   const std::size_t n = std::size_t(1) << 25;  // 128 MiB per array
   // The KV cache's allocator: huge pages where the cache gets them too.
@@ -32,6 +29,8 @@ double measure_triad(int threads, double seconds) {
   } while (clock.seconds() < seconds);
   return 12.0 * double(n) * double(runs) / clock.seconds() / 1e9;
 }
+
+namespace {
 
 void BM_triad(benchmark::State& state) {
   const int threads = int(state.range(0));

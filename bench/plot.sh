@@ -1,9 +1,12 @@
 #!/bin/sh
 # Draws prefill time and GFLOP/s against S, fused against the materialised Eigen attention, from
 # alibi_bench's JSON output:
-#   ./build/release/bench/alibi_bench --benchmark_filter='^(fused|materialised_eigen)/float/' \
+#   ./build/release/bench/alibi_bench \
+#       --benchmark_filter='^(ceiling/(fma_peak|eigen_gemm)|(fused|materialised_eigen)/float/)' \
 #       --benchmark_out=prefill.json
 #   bench/plot.sh prefill.json docs/prefill.png
+# The ceilings, when the JSON has them, are drawn as lines; the title names the machine (the
+# build line alibi_bench stores in the JSON's context, and its CPU count).
 # Needs gnuplot (Debian: gnuplot-nox) and awk.
 set -eu
 json=$1
@@ -20,11 +23,21 @@ awk -f "$(dirname "$0")/benchmarks.awk" "$json" | awk -v dir="$data" '
     print s, $2, $3 >> (dir "/" kernel "_" threads ".dat")
   }'
 for f in "$data"/*.dat; do sort -n "$f" -o "$f"; done
+# The ceilings' GFLOP/s at 1 thread, or empty.
+ceiling() {
+  awk -f "$(dirname "$0")/benchmarks.awk" "$json" | awk -v name="$1" '$1 ~ name { print $3; exit }'
+}
+fma_peak=$(ceiling '^ceiling/fma_peak/threads:1')
+gemm=$(ceiling '^ceiling/eigen_gemm_1024/threads:1')
+machine=$(awk -f "$(dirname "$0")/machine.awk" "$json")
+ceilings=""
+[ -n "$fma_peak" ] && ceilings="$ceilings, $fma_peak with lines dt 2 lc rgb 'black' title 'FMA peak, 1 thread'"
+[ -n "$gemm" ] && ceilings="$ceilings, $gemm with lines dt 3 lc rgb 'gray40' title 'Eigen sgemm 1024^3, 1 thread'"
 
 gnuplot <<GNUPLOT
 set terminal pngcairo size 1200,480 font ",11"
 set output "$png"
-set multiplot layout 1,2 title "Causal ALiBi attention, B = 1, H = 8, D = 64, float"
+set multiplot layout 1,2 title "Causal ALiBi attention, B = 1, H = 8, D = 64, float\n$machine" noenhanced
 set logscale x 2
 set xlabel "sequence length S"
 set key top left
@@ -42,7 +55,7 @@ set yrange [0:*]
 plot "$data/fused_1.dat" using 1:3 with linespoints lw 2 title "alibi fused, 1 thread", \
      "$data/fused_2.dat" using 1:3 with linespoints lw 2 title "alibi fused, 2 threads", \
      "$data/materialised_eigen_1.dat" using 1:3 with linespoints lw 2 title "materialised Eigen, 1 thread", \
-     "$data/materialised_eigen_2.dat" using 1:3 with linespoints lw 2 title "materialised Eigen, 2 threads"
+     "$data/materialised_eigen_2.dat" using 1:3 with linespoints lw 2 title "materialised Eigen, 2 threads"$ceilings
 unset multiplot
 GNUPLOT
 echo "wrote $png"

@@ -3,6 +3,7 @@
 # JSON output:
 #   ./build/release/bench/alibi_bench --benchmark_filter='^decode/' --benchmark_out=decode.json
 #   bench/plot_decode.sh decode.json docs/decode.png
+# The x axis ends at the data; the title names the machine (see bench/machine.awk).
 # Needs gnuplot (Debian: gnuplot-nox) and awk.
 set -eu
 json=$1
@@ -18,12 +19,14 @@ awk -f "$(dirname "$0")/benchmarks.awk" "$json" | awk -v dir="$data" '
     print context, $4 >> (dir "/skip_" skip ".dat")
   }'
 for f in "$data"/*.dat; do sort -n "$f" -o "$f"; done
+machine=$(awk -f "$(dirname "$0")/machine.awk" "$json")
 
 gnuplot <<GNUPLOT
 set terminal pngcairo size 800,480 font ",11" noenhanced
 set output "$png"
-set title "Decode, Hq = 32, Hkv = 8, D = 128, float cache, slopes(32), 2 threads"
+set title "Decode, Hq = 32, Hkv = 8, D = 128, float cache, slopes(32), 2 threads\n$machine"
 set logscale xy
+set autoscale xfix
 set xlabel "context length (tokens)"
 set ylabel "tokens/s"
 set grid

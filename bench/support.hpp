@@ -55,6 +55,11 @@ const Ceilings& ceilings(int threads);
 double measure_fma_peak(int threads, double seconds);
 double measure_eigen_gemm(int threads, double seconds);
 
+/// GB/s of a STREAM triad a[i] = b[i] + s c[i] over arrays far larger than the caches (3 x 4
+/// bytes per element: two reads and a write) on `threads` threads, for about `seconds`
+/// (bench/long_context.cpp): the memory bandwidth decode is measured against.
+double measure_triad(int threads, double seconds);
+
 /// Bytes allocated with operator new (bench/allocations.cpp): now, and the peak since the last
 /// reset_peak().
 std::size_t allocated_bytes();

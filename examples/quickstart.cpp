@@ -4,10 +4,24 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <vector>
 
-int main() {
+int main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // lines appear as they come, also through a pipe
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
+      std::printf(
+          "usage: alibi_quickstart [--help]\n\nRuns causal ALiBi attention over 256 tokens x 8 "
+          "heads and checks it against the\nmaterialised reference; exits 1 if they disagree. "
+          "No other flags.\n");
+      return 0;
+    }
+    std::fprintf(stderr, "alibi_quickstart: unknown flag %s (try --help)\n", argv[i]);
+    return 2;
+  }
+  std::printf("%s\n", alibi::build_info().c_str());
   const alibi::index_t batch = 1, seq = 256, heads = 8, head_dim = 64;
   std::vector<float> q(batch * seq * heads * head_dim), k(q.size()), v(q.size());
   std::mt19937 rng(42);

@@ -104,6 +104,12 @@ int run(const Options& o) {
   setup.steps = o.steps > 0 ? o.steps : o.quick ? (real ? 150 : 250) : (real ? 1000 : 1200);
   if (o.quick) setup.eval_tokens /= 4;
   const long L = setup.train_len;
+  std::printf("%s\n", alibi::build_info().c_str());
+  if (o.quick)
+    std::printf(
+        "--quick: %ld steps instead of %ld; the perplexities are not comparable to the README's "
+        "tables\n",
+        setup.steps, real ? 1000L : 1200L);
   std::printf("train at L = %ld for %ld steps of %ld x %ld tokens per scheme; vocabulary %d\n", L,
               setup.steps, setup.batch, L, language.vocab());
   if (language.synthetic())

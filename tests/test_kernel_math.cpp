@@ -1,5 +1,6 @@
 // The vector exp of the softmax against std::exp over every argument the kernel feeds it
 // (logit - running max, so [-inf, 0]), on whichever instruction set this build targets.
+#include <alibi/detail/kernel_traits.hpp>
 #include <alibi/detail/packet_math.hpp>
 
 #include <catch2/catch.hpp>
@@ -82,4 +83,27 @@ TEST_CASE("exp_weight is exactly 0 below the normal range and keeps NaN", "[kern
   CHECK(yd[1] == 0.0);
   CHECK(yd[2] == 1.0);
   CHECK(std::isnan(yd[3]));
+}
+
+TEST_CASE("the kernels' packet is this instruction set's vector", "[kernel]") {
+  // The aarch64 and scalar CI builds run these tests to cover those paths: fail if the build
+  // silently fell back to another width (a lost -march, a toolchain without NEON).
+  constexpr int floats = alibi::detail::kernel_traits<float>::width;
+  constexpr int doubles = alibi::detail::kernel_traits<double>::width;
+#if defined(EIGEN_DONT_VECTORIZE)
+  CHECK(floats == 1);
+  CHECK(doubles == 1);
+#elif defined(__AVX512F__)
+  CHECK(floats == 16);
+  CHECK(doubles == 8);
+#elif defined(__AVX__)
+  CHECK(floats == 8);
+  CHECK(doubles == 4);
+#elif defined(__aarch64__) || defined(__SSE2__)
+  CHECK(floats == 4);
+  CHECK(doubles == 2);
+#endif
+#if defined(__aarch64__) && !defined(EIGEN_DONT_VECTORIZE)
+  CHECK(alibi::detail::kernel_traits<float>::many_registers);  // NEON's 32 registers: 8 x 2 tiles
+#endif
 }

@@ -55,7 +55,8 @@ Tokens append_random(PagedKVCache& cache, SequenceId id, index_t n, std::uint32_
 
 /// The reference over what read() returns: every sequence of `seqs` padded to the longest, with
 /// its length as seqlens_k. Returns out [B, Sq, Hq, Dv].
-std::vector<float> reference_over_read(const PagedKVCache& cache, const std::vector<SequenceId>& seqs,
+std::vector<float> reference_over_read(const PagedKVCache& cache,
+                                       const std::vector<SequenceId>& seqs,
                                        const std::vector<float>& q, index_t Sq, index_t Hq,
                                        alibi::Params params, std::vector<float>* lse = nullptr) {
   const index_t B = index_t(seqs.size()), H = cache.kv_heads(), D = cache.head_dim(),
@@ -71,11 +72,10 @@ std::vector<float> reference_over_read(const PagedKVCache& cache, const std::vec
   }
   std::vector<float> out(std::size_t(B * Sq * Hq * Dv));
   if (lse != nullptr) lse->assign(std::size_t(B * Hq * Sq), 0.0f);
-  alibi::reference::attention(alibi::make_view(q.data(), B, Sq, Hq, D),
-                              alibi::make_view(k.data(), B, longest, H, D),
-                              alibi::make_view(v.data(), B, longest, H, Dv),
-                              alibi::make_view(out.data(), B, Sq, Hq, Dv), params,
-                              lse != nullptr ? lse->data() : nullptr);
+  alibi::reference::attention(
+      alibi::make_view(q.data(), B, Sq, Hq, D), alibi::make_view(k.data(), B, longest, H, D),
+      alibi::make_view(v.data(), B, longest, H, Dv), alibi::make_view(out.data(), B, Sq, Hq, Dv),
+      params, lse != nullptr ? lse->data() : nullptr);
   return out;
 }
 
@@ -115,8 +115,7 @@ std::vector<float> snapshot(const PagedKVCache& cache, const std::vector<Sequenc
 
 }  // namespace
 
-TEST_CASE("paged attention equals the reference over read(), every format and pattern",
-          "[paged]") {
+TEST_CASE("paged attention equals the reference over read(), every format and pattern", "[paged]") {
   struct Pattern {
     const char* name;
     index_t page_size, Hq, Hkv, D, Dv, Sq;
@@ -151,8 +150,8 @@ TEST_CASE("paged attention equals the reference over read(), every format and pa
   for (const KVFormat format : all_formats)
     for (const Pattern& pattern : patterns) {
       INFO(format_name(format) << ": " << pattern.name);
-      PagedKVCache cache(PagedKVCache::Options{pattern.Hkv, pattern.D, pattern.Dv,
-                                               pattern.page_size, format});
+      PagedKVCache cache(
+          PagedKVCache::Options{pattern.Hkv, pattern.D, pattern.Dv, pattern.page_size, format});
       // A prompt, forked twice; one fork released; parent and child go on apart.
       const SequenceId prompt = cache.add_sequence();
       append_random(cache, prompt, 700, 11, 97);
@@ -169,9 +168,10 @@ TEST_CASE("paged attention equals the reference over read(), every format and pa
       const index_t B = 3;
       const auto q = random_values<float>(std::size_t(B * pattern.Sq * pattern.Hq * pattern.D), 16);
       std::vector<float> lse, expected_lse;
-      const auto out = paged_attention(cache, seqs, q, pattern.Sq, pattern.Hq, pattern.params, &lse);
-      const auto expected =
-          reference_over_read(cache, seqs, q, pattern.Sq, pattern.Hq, pattern.params, &expected_lse);
+      const auto out =
+          paged_attention(cache, seqs, q, pattern.Sq, pattern.Hq, pattern.params, &lse);
+      const auto expected = reference_over_read(cache, seqs, q, pattern.Sq, pattern.Hq,
+                                                pattern.params, &expected_lse);
       check_close(out, expected, 2e-5);
       for (std::size_t i = 0; i < lse.size(); ++i)
         if (std::isinf(expected_lse[i]))
@@ -321,8 +321,10 @@ TEST_CASE("half and bfloat16 appends store the same as their float values", "[pa
   PagedKVCache from_bf16({2, 16});
   const SequenceId c = from_bf16.add_sequence();
   std::vector<Eigen::bfloat16> kb(k.size()), vb(v.size());
-  for (std::size_t i = 0; i < k.size(); ++i) kb[i] = Eigen::bfloat16(k[i]), vb[i] = Eigen::bfloat16(v[i]);
-  from_bf16.append(c, alibi::make_view(kb.data(), 1, 5, 2, 16), alibi::make_view(vb.data(), 1, 5, 2, 16));
+  for (std::size_t i = 0; i < k.size(); ++i)
+    kb[i] = Eigen::bfloat16(k[i]), vb[i] = Eigen::bfloat16(v[i]);
+  from_bf16.append(c, alibi::make_view(kb.data(), 1, 5, 2, 16),
+                   alibi::make_view(vb.data(), 1, 5, 2, 16));
   std::vector<float> kr(k.size());
   from_bf16.read(c, 0, 5, kr.data(), nullptr);
   for (std::size_t i = 0; i < k.size(); ++i) CHECK(kr[i] == float(kb[i]));
@@ -416,14 +418,16 @@ TEST_CASE("paged cache: bad input throws std::invalid_argument and changes nothi
     CHECK_THROWS_AS(cache.read(bad, 0, 0, nullptr, nullptr), std::invalid_argument);
   }
   // Shapes that do not fit.
-  CHECK_THROWS_WITH(cache.append(id, kv(1, 1, 2, 8), vv(1, 1, 2, 8)), Catch::Contains("[1, 1, 2, 8]"));
+  CHECK_THROWS_WITH(cache.append(id, kv(1, 1, 2, 8), vv(1, 1, 2, 8)),
+                    Catch::Contains("[1, 1, 2, 8]"));
   CHECK_THROWS_AS(cache.append(id, kv(1, 2, 2, 16), vv(1, 1, 2, 8)), std::invalid_argument);
   CHECK_THROWS_AS(cache.append(id, kv(1, 1, 1, 16), vv(1, 1, 1, 8)), std::invalid_argument);
   CHECK_THROWS_AS(cache.append(id, kv(2, 1, 2, 16), vv(2, 1, 2, 8)), std::invalid_argument);
   CHECK_THROWS_AS(cache.append(id, kv(1, 1, 2, 16), vv(1, 1, 2, 16)), std::invalid_argument);
-  CHECK_THROWS_AS(cache.append(id, alibi::TensorView<const float>(nullptr, {1, 1, 2, 16}, {32, 32, 16, 1}),
-                               vv(1, 1, 2, 8)),
-                  std::invalid_argument);
+  CHECK_THROWS_AS(
+      cache.append(id, alibi::TensorView<const float>(nullptr, {1, 1, 2, 16}, {32, 32, 16, 1}),
+                   vv(1, 1, 2, 8)),
+      std::invalid_argument);
   CHECK_THROWS_AS(cache.read(id, 0, 101, nullptr, nullptr), std::invalid_argument);
   CHECK_THROWS_AS(cache.read(id, 5, 4, nullptr, nullptr), std::invalid_argument);
   CHECK_THROWS_AS(cache.read(id, -1, 4, nullptr, nullptr), std::invalid_argument);

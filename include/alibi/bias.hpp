@@ -24,8 +24,7 @@ inline Geometry bias_geometry(const char* fn, index_t batch, index_t heads, inde
     fail(fn, "needs batch >= 0, heads >= 1, seq_q >= 0 and seq_k >= 0, got " + sizes);
   index_t elements = 1;
   for (index_t n : {batch, heads, seq_q, seq_k})
-    if (n > max_position || __builtin_mul_overflow(elements, n, &elements) ||
-        elements > max_elements)
+    if (n > max_position || mul_overflows(elements, n, &elements) || elements > max_elements)
       fail(fn, "a bias of " + sizes + " has more elements than memory can hold");
   check_params(fn, params, batch, heads, seq_k);
   check_seqlens_q(fn, params, batch, seq_q);

@@ -10,6 +10,8 @@
 #include <cstdint>
 
 #include "detail/mpi_ring.hpp"
+#include "detail/mpi_decode.hpp"
+#include "detail/mpi_ring_backward.hpp"
 #include "params.hpp"
 #include "tensor_view.hpp"
 
@@ -63,6 +65,55 @@ void attention(MPI_Comm comm, TensorView<const detail::nondeduced<T>> q,
   detail::mpi::ring_forward<T, Stats>(comm, q, k, v, out, params, lse, stats,
                                       layout == Layout::zigzag ? detail::mpi::LayoutKind::zigzag
                                                                : detail::mpi::LayoutKind::contiguous);
+}
+
+/// Distributed alibi::attention_backward, with the local arguments of alibi::attention_backward:
+/// each rank passes its slice of q, k, v, the forward's out and lse (as alibi::mpi::attention
+/// returned them), dout, and receives its slice of dq, dk and dv (the gradients of its own
+/// tokens: the dk and dv other ranks computed for its keys come back to it) and, when dslopes is
+/// not null (on every rank or none), the whole dL/dm summed over all ranks. Same layout, params
+/// and skipping as the forward (the cut uses the true lse as each row's bound); `stats` counts
+/// keys and values sent plus the gradients returned. Throws on every rank like
+/// alibi::mpi::attention.
+template <class T>
+void attention_backward(MPI_Comm comm, TensorView<const detail::nondeduced<T>> q,
+                        TensorView<const detail::nondeduced<T>> k,
+                        TensorView<const detail::nondeduced<T>> v,
+                        TensorView<const detail::nondeduced<T>> out,
+                        TensorView<const detail::nondeduced<T>> dout, const float* lse,
+                        TensorView<T> dq, TensorView<T> dk, TensorView<T> dv,
+                        const Params& params = {}, float* dslopes = nullptr,
+                        Stats* stats = nullptr, Layout layout = Layout::contiguous) {
+  static_assert(detail::is_element<T>::value,
+                "alibi::mpi::attention_backward: T must be float, double, Eigen::half or "
+                "Eigen::bfloat16");
+  detail::mpi::ring_backward<T, Stats>(comm, q, k, v, out, dout, lse, dq, dk, dv, params, dslopes,
+                                       stats,
+                                       layout == Layout::zigzag ? detail::mpi::LayoutKind::zigzag
+                                                                : detail::mpi::LayoutKind::contiguous);
+}
+
+/// Positions per piece of a sharded decode step (see mpi::decode).
+constexpr index_t decode_piece = detail::mpi::decode_piece;
+
+/// One decode step against a cache sharded over the ranks: rank r holds k and v [B, n_r, Hkv, D]
+/// of the positions following the ranks before it (n_r may be 0); q [B, Sq, Hq, D] is read on
+/// rank 0 and broadcast (the other ranks pass a view of the same shape, whose data is not read);
+/// the queries sit at the last Sq positions of the whole cache (bottom-right, as a single-process
+/// decode step). Every rank receives the whole out [B, Sq, Hq, Dv] and lse [B, Hq, Sq]. Each rank
+/// attends its range in pieces cut at multiples of decode_piece positions; the pieces' partials
+/// are gathered and merged in position order in double, so the result is the same on every rank
+/// and, when the ranks' boundaries fall on multiples of decode_piece, bitwise the same for any
+/// number of ranks. `stats` counts the bytes the broadcast and the gather move for this rank.
+/// Throws on every rank like alibi::mpi::attention (also when the ranks disagree on Sq).
+template <class T>
+void decode(MPI_Comm comm, TensorView<const detail::nondeduced<T>> q,
+            TensorView<const detail::nondeduced<T>> k, TensorView<const detail::nondeduced<T>> v,
+            TensorView<T> out, const Params& params = {}, float* lse = nullptr,
+            Stats* stats = nullptr) {
+  static_assert(detail::is_element<T>::value,
+                "alibi::mpi::decode: T must be float, double, Eigen::half or Eigen::bfloat16");
+  detail::mpi::sharded_decode<T, Stats>(comm, q, k, v, out, params, lse, stats);
 }
 
 }  // namespace mpi

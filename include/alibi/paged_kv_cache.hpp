@@ -14,6 +14,9 @@
 
 #include <Eigen/Core>
 
+#include "budget.hpp"
+#include "detail/budget_plan.hpp"
+#include "detail/budgeted_attention.hpp"
 #include "detail/kv_format.hpp"
 #include "detail/numeric.hpp"
 #include "detail/page_pool.hpp"
@@ -86,11 +89,17 @@ class PagedKVCache {
     index_t value_dim = 0;   ///< 0: head_dim
     index_t page_size = 64;  ///< tokens per page, a multiple of 64
     KVFormat format = KVFormat::f32;
-    /// The budget: 0 is unbounded. Stored for the budget's eviction; not enforced yet.
+    /// The memory budget in bytes (bytes_used() never exceeds it); 0 is unbounded. When an
+    /// append would exceed it, the cache frees whole pages from the front of each (sequence, kv
+    /// head), keeping each head the distance its slope needs (see set_budget). It must hold, for
+    /// every sequence, its sink pages and one more page per kv head.
     std::size_t max_bytes = 0;
-    /// The Hq query-head slopes, for the budget. Stored; not used yet.
+    /// The Hq query-head slopes the budget plans keep distances for (a multiple of kv_heads,
+    /// finite, >= 0; with GQA a kv head plans for its shallowest query head). Empty: one window
+    /// for every head.
     std::vector<float> slopes;
-    /// Tokens at the front always kept (StreamingLLM's sinks), for the budget. Stored; not used.
+    /// Tokens at the front of every sequence never evicted (StreamingLLM's attention sinks); the
+    /// whole pages holding them are kept.
     index_t sink_tokens = 0;
 
     // A constructor rather than aggregate initialisation: `Options{8, 128}` then draws no
@@ -113,10 +122,11 @@ class PagedKVCache {
     Options& o = options_;
     if (o.kv_heads < 1 || o.head_dim < 1 || o.value_dim < 0 || o.kv_heads > (index_t(1) << 20) ||
         o.head_dim > (index_t(1) << 20) || o.value_dim > (index_t(1) << 20))
-      detail::fail(fn, "options need kv_heads, head_dim >= 1 and value_dim >= 0 (each at most "
-                       "2^20), got kv_heads " + std::to_string(o.kv_heads) + ", head_dim " +
-                           std::to_string(o.head_dim) + ", value_dim " +
-                           std::to_string(o.value_dim));
+      detail::fail(fn,
+                   "options need kv_heads, head_dim >= 1 and value_dim >= 0 (each at most "
+                   "2^20), got kv_heads " +
+                       std::to_string(o.kv_heads) + ", head_dim " + std::to_string(o.head_dim) +
+                       ", value_dim " + std::to_string(o.value_dim));
     if (o.page_size < 64 || o.page_size % 64 != 0 || o.page_size > (index_t(1) << 20))
       detail::fail(fn, "options.page_size must be a positive multiple of 64 (at most 2^20), got " +
                            std::to_string(o.page_size));
@@ -126,12 +136,56 @@ class PagedKVCache {
     if (o.sink_tokens < 0)
       detail::fail(fn, "options.sink_tokens must be >= 0, got " + std::to_string(o.sink_tokens));
     if (o.value_dim == 0) o.value_dim = o.head_dim;
-    const index_t key_bytes = detail::with_format(
-        o.format, o.head_dim, [](auto format) { return format.row_bytes(); });
-    const index_t value_bytes = detail::with_format(
-        o.format, o.value_dim, [](auto format) { return format.row_bytes(); });
+    if (!o.slopes.empty() && o.slopes.size() % std::size_t(o.kv_heads) != 0)
+      detail::fail(fn, "options.slopes has " + std::to_string(o.slopes.size()) +
+                           " values, not a multiple of the " + std::to_string(o.kv_heads) +
+                           " kv heads (it holds the Hq query-head slopes)");
+    for (std::size_t i = 0; i < o.slopes.size(); ++i)
+      if (!std::isfinite(o.slopes[i]) || o.slopes[i] < 0)
+        detail::fail(fn, "options.slopes[" + std::to_string(i) + "] must be finite and >= 0, got " +
+                             std::to_string(o.slopes[i]));
+    const index_t key_bytes =
+        detail::with_format(o.format, o.head_dim, [](auto format) { return format.row_bytes(); });
+    const index_t value_bytes =
+        detail::with_format(o.format, o.value_dim, [](auto format) { return format.row_bytes(); });
     layout_ = detail::PageLayout(o.page_size, key_bytes, value_bytes);
     pool_ = detail::PagePool(layout_.page_bytes());
+    check_budget(fn, "options.max_bytes", o.max_bytes);
+  }
+
+  /// Sets the memory budget (0: unbounded), evicting at once what no longer fits. Eviction frees
+  /// whole pages from the front of each (sequence, kv head), past its sink pages, choosing the
+  /// heads' keep distances so that the largest possible evicted weight is smallest: slope x
+  /// distance (plus log(1 - e^-slope)) is equalised over all heads of all sequences. Each head
+  /// remembers the largest norm of the keys it evicted and the position just past them
+  /// (evicted_end); positions stay absolute, and a fork shares its parent's evicted state.
+  /// Attention over evicted sequences reports the resulting certificate
+  /// (AttentionStats::evicted_weight_bound, Params::max_evicted_weight). Throws
+  /// std::invalid_argument, with nothing changed, for a budget below every sequence's sink pages
+  /// plus one page per kv head.
+  void set_budget(std::size_t bytes) {
+    const char* fn = "alibi::PagedKVCache::set_budget";
+    check_budget(fn, "bytes", bytes);
+    if (bytes != 0) {
+      check_sequences_fit(fn, bytes, nullptr);
+      make_room(fn, bytes, nullptr, 0, 0);
+    }
+    options_.max_bytes = bytes;
+  }
+  std::size_t max_bytes() const { return options_.max_bytes; }
+
+  /// Of kv head `kv_head` of sequence `id`: the position just past the keys the budget evicted
+  /// (0: none evicted; they were [sink_end(), evicted_end)), and the largest of their norms.
+  index_t evicted_end(SequenceId id, index_t kv_head) const {
+    return head_of("alibi::PagedKVCache::evicted_end", id, kv_head).evicted_end;
+  }
+  float evicted_norm(SequenceId id, index_t kv_head) const {
+    return head_of("alibi::PagedKVCache::evicted_norm", id, kv_head).evicted_norm;
+  }
+  /// Tokens at the front never evicted: the whole pages holding options().sink_tokens.
+  index_t sink_end() const {
+    return (options_.sink_tokens + options_.page_size - 1) / options_.page_size *
+           options_.page_size;
   }
 
   /// A new, empty sequence.
@@ -149,7 +203,8 @@ class PagedKVCache {
     detail::PageTable copy = table;
     sequences_.emplace(next_id_, std::move(copy));
     for (const auto& head : table.heads)
-      for (const auto page : head.pages) pool_.retain(page);
+      for (const auto page : head.pages)
+        if (page >= 0) pool_.retain(page);  // evicted pages (-1) are shared as gone
     return next_id_++;
   }
 
@@ -158,7 +213,8 @@ class PagedKVCache {
     const auto it = sequences_.find(id);
     if (it == sequences_.end()) unknown("alibi::PagedKVCache::release", "id", id);
     for (const auto& head : it->second.heads)
-      for (const auto page : head.pages) pool_.release(page);
+      for (const auto page : head.pages)
+        if (page >= 0) pool_.release(page);
     sequences_.erase(it);
   }
 
@@ -185,23 +241,56 @@ class PagedKVCache {
 
   /// The stored keys and values of tokens [begin, end) of sequence `id`, dequantised to float:
   /// k receives [end - begin, Hkv, D] and v [end - begin, Hkv, Dv], contiguous (either may be null
-  /// when not wanted). Attention over the cache computes over exactly these values.
+  /// when not wanted). Attention over the cache computes over exactly these values. Tokens a
+  /// head evicted cannot be read (std::invalid_argument; read_head reads one head).
   void read(SequenceId id, index_t begin, index_t end, float* k, float* v) const {
     const char* fn = "alibi::PagedKVCache::read";
     const detail::PageTable& table = find(fn, "id", id);
+    check_readable(fn, table, begin, end, 0, options_.kv_heads);
+    read_heads(table, begin, end, 0, options_.kv_heads, k, v, options_.kv_heads);
+  }
+
+  /// read() of one kv head: k receives [end - begin, D] and v [end - begin, Dv].
+  void read_head(SequenceId id, index_t kv_head, index_t begin, index_t end, float* k,
+                 float* v) const {
+    const char* fn = "alibi::PagedKVCache::read_head";
+    const detail::PageTable& table = find(fn, "id", id);
+    if (kv_head < 0 || kv_head >= options_.kv_heads)
+      detail::fail(fn, "kv_head " + std::to_string(kv_head) + " is not in [0, " +
+                           std::to_string(options_.kv_heads) + ")");
+    check_readable(fn, table, begin, end, kv_head, kv_head + 1);
+    read_heads(table, begin, end, kv_head, kv_head + 1, k, v, 1);
+  }
+
+ private:
+  void check_readable(const char* fn, const detail::PageTable& table, index_t begin, index_t end,
+                      index_t head_begin, index_t head_end) const {
     if (begin < 0 || end < begin || end > table.length)
       detail::fail(fn, "tokens [" + std::to_string(begin) + ", " + std::to_string(end) +
                            ") are not inside [0, " + std::to_string(table.length) +
                            "), the sequence's length");
-    const index_t heads = options_.kv_heads, dim = options_.head_dim, vdim = options_.value_dim;
-    for (index_t h = 0; h < heads; ++h) {
+    for (index_t h = head_begin; h < head_end; ++h) {
+      const index_t gone = table.heads[std::size_t(h)].evicted_end;
+      if (gone > 0 && begin < gone && end > sink_end() && begin < end)
+        detail::fail(fn, "tokens [" + std::to_string(begin) + ", " + std::to_string(end) +
+                             ") include tokens kv head " + std::to_string(h) +
+                             " evicted under the budget, [" + std::to_string(sink_end()) + ", " +
+                             std::to_string(gone) + ")");
+    }
+  }
+
+  /// Heads [head_begin, head_end) of tokens [begin, end) into k [n, heads, D] and v.
+  void read_heads(const detail::PageTable& table, index_t begin, index_t end, index_t head_begin,
+                  index_t head_end, float* k, float* v, index_t heads) const {
+    const index_t dim = options_.head_dim, vdim = options_.value_dim;
+    for (index_t h = head_begin; h < head_end; ++h) {
       const unsigned char* const* bases = table.heads[std::size_t(h)].bases.data();
       if (k != nullptr)
         detail::with_format(options_.format, dim, [&](auto format) {
           using Storage = typename decltype(format)::Storage;
           const detail::PagedRows<Storage> rows{bases, 0, layout_.key_row_bytes, layout_};
           for (index_t t = begin; t < end; ++t)
-            format.to_acc(rows(t), k + ((t - begin) * heads + h) * dim);
+            format.to_acc(rows(t), k + ((t - begin) * heads + h - head_begin) * dim);
         });
       if (v != nullptr)
         detail::with_format(options_.format, vdim, [&](auto format) {
@@ -209,11 +298,12 @@ class PagedKVCache {
           const detail::PagedRows<Storage> rows{bases, layout_.values_offset(),
                                                 layout_.value_row_bytes, layout_};
           for (index_t t = begin; t < end; ++t)
-            format.to_acc(rows(t), v + ((t - begin) * heads + h) * vdim);
+            format.to_acc(rows(t), v + ((t - begin) * heads + h - head_begin) * vdim);
         });
     }
   }
 
+ public:
   const Options& options() const { return options_; }
   index_t kv_heads() const { return options_.kv_heads; }
   index_t head_dim() const { return options_.head_dim; }
@@ -257,6 +347,104 @@ class PagedKVCache {
     const index_t n = k.seq();
     if (n == 0) return;
     detail::PageTable& table = it->second;
+    if (options_.max_bytes == 0) return append_piece(table, k, v);
+    // Under a budget: up to one page of each head at a time, evicting before each piece, so that
+    // an append longer than the budget keeps its newest tokens.
+    check_sequences_fit(fn, options_.max_bytes, &table);
+    const index_t ps = options_.page_size;
+    for (index_t at = 0; at < n;) {
+      const index_t piece = std::min(n - at, ps - table.length % ps);
+      const auto part = [&](TensorView<const U> x) {
+        x.data += at * x.strides[1];
+        x.shape[1] = piece;
+        return x;
+      };
+      make_room(fn, options_.max_bytes, &table, piece, pages_needed(table, piece));
+      append_piece(table, part(k), part(v));
+      at += piece;
+    }
+  }
+
+  /// Pages an append of n tokens to `table` takes: new ones, and copies of shared last pages.
+  std::size_t pages_needed(const detail::PageTable& table, index_t n) const {
+    const index_t ps = options_.page_size, pages_after = (table.length + n + ps - 1) / ps;
+    std::size_t needed = 0;
+    for (const auto& head : table.heads) {
+      needed += std::size_t(pages_after - index_t(head.pages.size()));
+      if (table.length % ps != 0 && pool_.references(head.pages.back()) > 1) ++needed;
+    }
+    return needed;
+  }
+
+  /// A budget holds at least one page per kv head besides the sink pages.
+  void check_budget(const char* fn, const char* name, std::size_t bytes) const {
+    if (bytes == 0) return;
+    const std::size_t least = std::size_t(options_.kv_heads) *
+                              std::size_t(1 + sink_end() / options_.page_size) * page_bytes();
+    if (bytes < least)
+      detail::fail(fn, std::string(name) + " = " + std::to_string(bytes) +
+                           " bytes is below one page per kv head plus the sink pages: " +
+                           std::to_string(options_.kv_heads) + " kv heads x " +
+                           std::to_string(1 + sink_end() / options_.page_size) + " pages x " +
+                           std::to_string(page_bytes()) + " bytes = " + std::to_string(least));
+  }
+
+  /// Every sequence holding tokens (and `appending`) fits in `bytes` with its sink pages and one
+  /// page per kv head: then every piece of an append finds room by eviction.
+  void check_sequences_fit(const char* fn, std::size_t bytes,
+                           const detail::PageTable* appending) const {
+    std::size_t holding = 0;
+    for (const auto& entry : sequences_)
+      if (entry.second.length > 0 || &entry.second == appending) ++holding;
+    const std::size_t per_sequence =
+        std::size_t(options_.kv_heads) * std::size_t(1 + sink_end() / options_.page_size);
+    if (holding * per_sequence > bytes / page_bytes())
+      detail::fail(fn, "the budget of " + std::to_string(bytes) + " bytes (" +
+                           std::to_string(bytes / page_bytes()) + " pages) cannot hold " +
+                           std::to_string(holding) + " sequences x " +
+                           std::to_string(per_sequence) +
+                           " pages (the sink pages and one page per kv head each); raise it or "
+                           "release sequences");
+  }
+
+  /// Evicts until the sequences hold at most bytes - `needed` pages, `appending` counted at n
+  /// more tokens (budget_plan.hpp).
+  void make_room(const char* fn, std::size_t bytes, detail::PageTable* appending, index_t n,
+                 std::size_t needed) {
+    const std::size_t budget = bytes / page_bytes();
+    if (pool_.held() + needed <= budget) return;
+    std::vector<detail::PageTable*> tables;
+    std::vector<index_t> lengths;
+    for (auto& entry : sequences_) {
+      tables.push_back(&entry.second);
+      lengths.push_back(entry.second.length + (&entry.second == appending ? n : 0));
+    }
+    const detail::BudgetPlanner planner(tables, lengths,
+                                        detail::planning_slopes(options_.slopes, options_.kv_heads),
+                                        options_.page_size, sink_end());
+    double level = 0;
+    if (needed > budget || !planner.level_for(budget - needed, level))
+      detail::fail(fn, "the budget of " + std::to_string(bytes) +
+                           " bytes cannot hold the sequences' sink pages and last pages");
+    for (std::size_t s = 0; s < tables.size(); ++s)
+      for (index_t kv = 0; kv < options_.kv_heads; ++kv)
+        detail::evict_front(tables[s]->heads[std::size_t(kv)], planner.front(s, kv, level),
+                            sink_end(), options_.page_size, pool_);
+  }
+
+  const detail::PageTable::Head& head_of(const char* fn, SequenceId id, index_t kv) const {
+    const detail::PageTable& table = find(fn, "id", id);
+    if (kv < 0 || kv >= options_.kv_heads)
+      detail::fail(fn, "kv_head " + std::to_string(kv) + " is not in [0, " +
+                           std::to_string(options_.kv_heads) + ")");
+    return table.heads[std::size_t(kv)];
+  }
+
+  /// Appends k [1, n, Hkv, D] and v to `table` (checked by the caller).
+  template <class U>
+  void append_piece(detail::PageTable& table, TensorView<const U> k, TensorView<const U> v) {
+    const index_t heads = options_.kv_heads, dim = options_.head_dim, vdim = options_.value_dim;
+    const index_t n = k.seq();
     const index_t ps = options_.page_size, block = detail::KeyNormBounds::block;
     const index_t length = table.length, total = length + n;
     const index_t pages_after = (total + ps - 1) / ps, blocks_after = (total + block - 1) / block;
@@ -321,9 +509,8 @@ class PagedKVCache {
         }
       });
       for (index_t i = length / block; i < blocks_after; ++i)
-        head.prefix_max[std::size_t(i)] =
-            detail::nan_max(i == 0 ? 0.0f : head.prefix_max[std::size_t(i - 1)],
-                            head.block_max[std::size_t(i)]);
+        head.prefix_max[std::size_t(i)] = detail::nan_max(
+            i == 0 ? 0.0f : head.prefix_max[std::size_t(i - 1)], head.block_max[std::size_t(i)]);
     }
     table.length = total;
   }
@@ -354,6 +541,15 @@ struct PagedAccess {
 /// uses the stored keys' norm bounds; long sequences split over threads and merge in float,
 /// bitwise the same for any thread count. lse, when not null, receives [B, Hq, Sq].
 ///
+/// Over sequences that evicted keys under the budget (PagedKVCache::set_budget), each head
+/// attends its sink pages and what it kept, at their absolute positions, and every query row gets
+/// a certificate: a bound on the total weight the evicted keys could have carried relative to
+/// the row's sum (Cauchy-Schwarz with their largest norm and nearest distance, and the row's
+/// lse). The largest goes to params.stats->evicted_weight_bound; the output then differs from
+/// attention over the full, never-evicted history by at most about 2 x that x max |v|. When it
+/// exceeds params.max_evicted_weight (> 0), alibi::BudgetExceeded names the sequence, query head
+/// and bound, and nothing is written.
+///
 /// Throws std::invalid_argument, before anything is written, for an unknown or released id, a
 /// shape that does not fit the cache, or params that do not fit.
 template <class T>
@@ -373,7 +569,8 @@ void attention(TensorView<const detail::nondeduced<T>> q, const PagedKVCache& ca
   std::vector<const detail::PageTable*> tables(seqs.size());
   Params resolved = params;
   if (params.key_offset || !params.seqlens_k.empty())
-    detail::fail(fn, "params.key_offset and params.seqlens_k come from the cache; leave them unset");
+    detail::fail(fn,
+                 "params.key_offset and params.seqlens_k come from the cache; leave them unset");
   index_t longest = 0;
   for (std::size_t b = 0; b < seqs.size(); ++b) {
     tables[b] = detail::PagedAccess::table(cache, seqs[b]);
@@ -395,8 +592,8 @@ void attention(TensorView<const detail::nondeduced<T>> q, const PagedKVCache& ca
     detail::fail(fn, "out has shape " + detail::shape_string(out.shape) + " but q " +
                          detail::shape_string(q.shape) + " and the cache's value_dim " +
                          std::to_string(cache.value_dim()) + " need [" + std::to_string(batch) +
-                         ", " + std::to_string(q.seq()) + ", " + std::to_string(q.heads()) +
-                         ", " + std::to_string(cache.value_dim()) + "]");
+                         ", " + std::to_string(q.seq()) + ", " + std::to_string(q.heads()) + ", " +
+                         std::to_string(cache.value_dim()) + "]");
   detail::check_params(fn, resolved, batch, q.heads(), longest);
   detail::check_distinct_elements(fn, "out", out);
   const detail::ByteSpan out_span = detail::byte_span(fn, "out", out),
@@ -416,7 +613,11 @@ void attention(TensorView<const detail::nondeduced<T>> q, const PagedKVCache& ca
     using Source = detail::PagedSource<decltype(format)>;
     const Source source(tables, detail::PagedAccess::layout(cache), cache.head_dim(),
                         cache.value_dim(), !g.causal);
-    detail::forward(g, q, source, out, lse, params.num_threads, params.stats);
+    if (detail::any_evicted(tables))
+      detail::budgeted_forward(fn, g, q, source, tables, seqs, cache.page_size(), cache.sink_end(),
+                               out, lse, params);
+    else
+      detail::forward(g, q, source, out, lse, params.num_threads, params.stats);
   });
 }
 

@@ -4,4 +4,6 @@ if(TARGET alibi_tests OR TARGET alibi_bench OR TARGET alibi_quickstart)
   message(FATAL_ERROR "alibi leaked its own test, bench or example targets into a consumer")
 endif()
 add_executable(consumer "${CMAKE_CURRENT_LIST_DIR}/consumer.cpp")
-target_link_libraries(consumer PRIVATE alibi::alibi)
+# alibi::native: alibi with this machine's instruction set (the README's one-line opt-in).
+target_link_libraries(consumer PRIVATE alibi::native)
+target_compile_definitions(consumer PRIVATE ALIBI_CONSUMER_NATIVE)

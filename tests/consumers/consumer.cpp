@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <string>
 #include <vector>
 
 int main() {
@@ -23,5 +24,11 @@ int main() {
   for (std::size_t i = 0; i < q.size(); ++i) err = std::fmax(err, std::fabs(out[i] - ref[i]));
   std::printf("alibi %d.%d.%d: max |fused - reference| = %g\n", ALIBI_VERSION_MAJOR,
               ALIBI_VERSION_MINOR, ALIBI_VERSION_PATCH, double(err));
+  const std::string info = alibi::build_info();
+  std::printf("%s\n", info.c_str());
+#ifdef ALIBI_CONSUMER_NATIVE
+  // Linked with alibi::native: the build must use every instruction set build_info can detect.
+  if (info.find("unused by this build") != std::string::npos) return 1;
+#endif
   return err < 1e-5f ? 0 : 1;
 }

@@ -150,6 +150,87 @@ Result run_forward(const Case& c) {
   return r;
 }
 
+/// Largest |a - b| over the rows at `positions` of global b, relative to max |b|.
+double relative_error(const std::vector<float>& local, const std::vector<double>& global,
+                      index_t B, index_t S, index_t H, index_t X,
+                      const std::vector<index_t>& positions) {
+  double scale = 0, err = 0;
+  for (double x : global) scale = std::max(scale, std::fabs(x));
+  const index_t n = index_t(positions.size());
+  for (index_t b = 0; b < B; ++b)
+    for (index_t i = 0; i < n; ++i)
+      for (index_t e = 0; e < H * X; ++e)
+        err = std::max(err, std::fabs(double(local[std::size_t((b * n + i) * H * X + e)]) -
+                                      global[std::size_t((b * S + positions[std::size_t(i)]) * H * X + e)]));
+  return err / (scale > 0 ? scale : 1);
+}
+
+struct BackwardResult {
+  double dq = 0, dk = 0, dv = 0, dslopes = 0;
+  alibi::mpi::Stats stats;
+};
+
+/// The case's backward: this rank's slices of dq, dk, dv and the summed dslopes against the
+/// float64 oracle's (given the oracle's out and lse, and the same dout).
+BackwardResult run_backward(const Case& c) {
+  const int me = world_rank();
+  index_t S = 0;
+  for (index_t n : c.lengths) S += n;
+  const index_t B = c.batch, Hq = c.heads_q, Hkv = c.heads_kv, D = c.head_dim, Dv = c.value_dim;
+  const std::vector<float> q = uniform(std::size_t(B * S * Hq * D), 1, c.amplitude),
+                           k = uniform(std::size_t(B * S * Hkv * D), 2, c.amplitude),
+                           v = uniform(std::size_t(B * S * Hkv * Dv), 3, 1.0f),
+                           dout = uniform(std::size_t(B * S * Hq * Dv), 4, 1.0f);
+  std::vector<double> qd(q.begin(), q.end()), kd(k.begin(), k.end()), vd(v.begin(), v.end()),
+      doutd(dout.begin(), dout.end());
+  std::vector<double> outd(std::size_t(B * S * Hq * Dv)), gq(qd.size()), gk(kd.size()),
+      gv(vd.size());
+  std::vector<float> lse(std::size_t(B * Hq * S));
+  const std::size_t slope_count = c.params.slopes.empty() ? std::size_t(Hq) : c.params.slopes.size();
+  std::vector<float> gm(slope_count);
+  const auto view = [](std::vector<double>& x, index_t b, index_t s, index_t h, index_t d) {
+    return alibi::make_view(x.data(), b, s, h, d);
+  };
+  alibi::reference::attention<double>(view(qd, B, S, Hq, D), view(kd, B, S, Hkv, D),
+                                      view(vd, B, S, Hkv, Dv), view(outd, B, S, Hq, Dv), c.params,
+                                      lse.data());
+  alibi::reference::attention_backward<double>(
+      view(qd, B, S, Hq, D), view(kd, B, S, Hkv, D), view(vd, B, S, Hkv, Dv),
+      view(outd, B, S, Hq, Dv), view(doutd, B, S, Hq, Dv), lse.data(), view(gq, B, S, Hq, D),
+      view(gk, B, S, Hkv, D), view(gv, B, S, Hkv, Dv), c.params, gm.data());
+
+  const std::vector<index_t> pos = positions_of(c.lengths, me, c.zigzag);
+  const index_t n = index_t(pos.size());
+  const std::vector<float> outf(outd.begin(), outd.end());
+  const std::vector<float> lq = gather_rows(q, B, S, Hq, D, pos),
+                           lk = gather_rows(k, B, S, Hkv, D, pos),
+                           lv = gather_rows(v, B, S, Hkv, Dv, pos),
+                           lout = gather_rows(outf, B, S, Hq, Dv, pos),
+                           ldout = gather_rows(dout, B, S, Hq, Dv, pos);
+  std::vector<float> llse(std::size_t(B * Hq * n));
+  for (index_t bh = 0; bh < B * Hq; ++bh)
+    for (index_t i = 0; i < n; ++i)
+      llse[std::size_t(bh * n + i)] = lse[std::size_t(bh * S + pos[std::size_t(i)])];
+  std::vector<float> dq(lq.size()), dk(lk.size()), dv(lv.size()), dm(slope_count);
+  BackwardResult r;
+  alibi::mpi::attention_backward<float>(
+      MPI_COMM_WORLD, alibi::make_view(lq.data(), B, n, Hq, D),
+      alibi::make_view(lk.data(), B, n, Hkv, D), alibi::make_view(lv.data(), B, n, Hkv, Dv),
+      alibi::make_view(lout.data(), B, n, Hq, Dv), alibi::make_view(ldout.data(), B, n, Hq, Dv),
+      llse.data(), alibi::make_view(dq.data(), B, n, Hq, D),
+      alibi::make_view(dk.data(), B, n, Hkv, D), alibi::make_view(dv.data(), B, n, Hkv, Dv),
+      c.params, dm.data(), &r.stats,
+      c.zigzag ? alibi::mpi::Layout::zigzag : alibi::mpi::Layout::contiguous);
+  r.dq = relative_error(dq, gq, B, S, Hq, D, pos);
+  r.dk = relative_error(dk, gk, B, S, Hkv, D, pos);
+  r.dv = relative_error(dv, gv, B, S, Hkv, Dv, pos);
+  double scale = 0;
+  for (float x : gm) scale = std::max(scale, double(std::fabs(x)));
+  for (std::size_t i = 0; i < gm.size(); ++i)
+    r.dslopes = std::max(r.dslopes, std::fabs(double(dm[i]) - double(gm[i])) / scale);
+  return r;
+}
+
 std::vector<index_t> equal_lengths(index_t each) {
   return std::vector<index_t>(std::size_t(world_size()), each);
 }
@@ -198,6 +279,10 @@ TEST_CASE("mpi::attention matches the whole sequence's attention", "[mpi]") {
         c.params.window_right = 9;
         c.params.slopes = {0.5f, 0.25f, 0.0f, 1.0f / 64, 0.125f, 1.0f, 1.0f / 256, 0.75f};
         cases.push_back(c);
+
+        c.name += ", sinks";
+        c.params.sink_logits = {0.5f, -1.0f, 2.0f, 0.0f};
+        cases.push_back(c);
       }
   for (const Case& c : cases) check_case(c);
 }
@@ -205,9 +290,9 @@ TEST_CASE("mpi::attention matches the whole sequence's attention", "[mpi]") {
 TEST_CASE("mpi::attention leaves out the blocks the tail bound excludes", "[mpi]") {
   // Steep slopes: each row reaches a few dozen keys, so far slices need not travel.
   Case c;
-  c.heads_q = c.heads_kv = 4;
-  c.head_dim = c.value_dim = 16;
-  c.params.slopes = {0.5f, 1.0f, 0.75f, 2.0f};
+  c.heads_q = c.heads_kv = 2;
+  c.head_dim = c.value_dim = 8;
+  c.params.slopes = {0.5f, 2.0f};
   c.lengths = equal_lengths(200);
   for (bool causal : {true, false}) {
     c.params.causal = causal;
@@ -232,6 +317,15 @@ TEST_CASE("mpi::attention leaves out the blocks the tail bound excludes", "[mpi]
       CHECK(total[1] * 2 < total[0]);
       if (world_size() > 2) CHECK(total[2] > 0);
     }
+    // The backward leaves out the same blocks, and its gradients still match.
+    const BackwardResult back = run_backward(c);
+    CHECK(back.dq <= 1e-5);
+    CHECK(back.dk <= 1e-5);
+    CHECK(back.dv <= 1e-5);
+    CHECK(back.dslopes <= 1e-5);
+    std::int64_t skipped = 0;
+    MPI_Allreduce(&back.stats.blocks_skipped, &skipped, 1, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
+    if (world_size() > 2) CHECK(skipped > 0);
   }
 }
 
@@ -262,4 +356,97 @@ TEST_CASE("mpi::attention throws on every rank when ranks disagree or one is wro
   }
   // The communicator is still usable: a good call after the bad ones works.
   CHECK_NOTHROW(call(1, {}, D));
+}
+
+TEST_CASE("mpi::attention_backward matches the whole sequence's gradients", "[mpi]") {
+  for (bool causal : {true, false})
+    for (float tolerance : {0x1p-24f, 0.0f})
+      for (bool zigzag : {false, true}) {
+        Case c;
+        c.params.causal = causal;
+        c.params.tail_tolerance = tolerance;
+        c.zigzag = zigzag;
+        c.lengths = uneven_lengths();
+        c.batch = 2;
+        c.heads_q = 4;
+        c.heads_kv = 2;
+        c.value_dim = 5;
+        c.params.slopes = {0.5f, 0.25f, 2.0f, 1.0f / 64, 0.125f, 1.0f, 1.0f / 256, 0.75f};
+        if (!causal) c.params.window_left = 40;
+        INFO((causal ? "causal" : "bidirectional, window left 40")
+             << (tolerance > 0 ? ", skip on" : ", skip off") << (zigzag ? ", zigzag" : "")
+             << " on " << world_size() << " ranks, rank " << world_rank());
+        const BackwardResult r = run_backward(c);
+        CHECK(r.dq <= 1e-5);
+        CHECK(r.dk <= 1e-5);
+        CHECK(r.dv <= 1e-5);
+        CHECK(r.dslopes <= 1e-5);
+      }
+}
+
+TEST_CASE("mpi::decode merges the ranks' pieces in a fixed order", "[mpi]") {
+  const int P = world_size(), me = world_rank();
+  const index_t piece = alibi::mpi::decode_piece, total = 4 * piece;
+  const index_t B = 2, Hq = 2, Hkv = 1, D = 8;
+  const std::vector<float> k = uniform(std::size_t(B * total * Hkv * D), 12, 1.0f),
+                           v = uniform(std::size_t(B * total * Hkv * D), 13, 1.0f);
+  std::vector<double> kd(k.begin(), k.end()), vd(v.begin(), v.end());
+  double vmax = 0;
+  for (float x : v) vmax = std::max(vmax, double(std::fabs(x)));
+  // Rank boundaries on whole pieces (4 pieces over P ranks), then anywhere (one rank empty).
+  std::vector<std::vector<index_t>> splits = {{4}, {2, 2}, {1, 2, 1}, {1, 1, 1, 1}};
+  std::vector<index_t> aligned = splits[std::size_t(P - 1)], ragged;
+  for (index_t& n : aligned) n *= piece;
+  for (int r = 0; r < P; ++r) ragged.push_back(r == P - 1 ? 0 : total / P + 777 * (r % 2));
+  index_t sum = 0;
+  for (int r = 0; r + 1 < P; ++r) sum += ragged[std::size_t(r)];
+  ragged[std::size_t(P - 1)] = total - sum;
+  if (P > 2) std::swap(ragged[1], ragged[std::size_t(P - 1)]);  // an empty rank in the middle
+
+  for (index_t Sq : {1, 3})
+    for (bool causal : {true, false})
+      for (const auto* lengths : {&aligned, &ragged}) {
+        INFO("Sq " << Sq << (Sq == 3 ? " with sinks" : "") << (causal ? ", causal" : ", bidirectional")
+                   << (lengths == &aligned ? ", aligned" : ", ragged") << " on " << P
+                   << " ranks, rank " << me);
+        alibi::Params params;
+        params.causal = causal;
+        if (Sq == 3) params.sink_logits = {1.0f, -0.5f};
+        const std::vector<float> q = uniform(std::size_t(B * Sq * Hq * D), 11 + std::uint32_t(Sq), 1.0f);
+        std::vector<double> qd(q.begin(), q.end()), expected(std::size_t(B * Sq * Hq * D));
+        alibi::reference::attention<double>(alibi::make_view(qd.data(), B, Sq, Hq, D),
+                                            alibi::make_view(kd.data(), B, total, Hkv, D),
+                                            alibi::make_view(vd.data(), B, total, Hkv, D),
+                                            alibi::make_view(expected.data(), B, Sq, Hq, D),
+                                            params);
+        index_t begin = 0;
+        for (int r = 0; r < me; ++r) begin += (*lengths)[std::size_t(r)];
+        const index_t n = (*lengths)[std::size_t(me)];
+        std::vector<index_t> pos;
+        for (index_t i = 0; i < n; ++i) pos.push_back(begin + i);
+        const std::vector<float> lk = gather_rows(k, B, total, Hkv, D, pos),
+                                 lv = gather_rows(v, B, total, Hkv, D, pos);
+        // Other ranks' q is not read: pass garbage of the right shape there.
+        const std::vector<float> my_q = me == 0 ? q : std::vector<float>(q.size(), 99.0f);
+        std::vector<float> out(expected.size()), lse(std::size_t(B * Hq * Sq));
+        alibi::mpi::decode<float>(MPI_COMM_WORLD, alibi::make_view(my_q.data(), B, Sq, Hq, D),
+                                  alibi::make_view(lk.data(), B, n, Hkv, D),
+                                  alibi::make_view(lv.data(), B, n, Hkv, D),
+                                  alibi::make_view(out.data(), B, Sq, Hq, D), params, lse.data());
+        double err = 0;
+        for (std::size_t i = 0; i < out.size(); ++i)
+          err = std::max(err, std::fabs(double(out[i]) - expected[i]) / vmax);
+        CHECK(err <= 1e-5);
+        if (lengths == &aligned) {
+          // One rank holding the whole cache: the same pieces, the same merge, the same bits.
+          std::vector<float> alone(out.size()), alone_lse(lse.size());
+          alibi::mpi::decode<float>(MPI_COMM_SELF, alibi::make_view(q.data(), B, Sq, Hq, D),
+                                    alibi::make_view(k.data(), B, total, Hkv, D),
+                                    alibi::make_view(v.data(), B, total, Hkv, D),
+                                    alibi::make_view(alone.data(), B, Sq, Hq, D), params,
+                                    alone_lse.data());
+          CHECK(std::equal(out.begin(), out.end(), alone.begin()));
+          CHECK(std::equal(lse.begin(), lse.end(), alone_lse.begin()));
+        }
+      }
 }

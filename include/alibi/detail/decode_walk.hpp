@@ -174,8 +174,8 @@ class DecodeWalk {
     }
     const char* key = reinterpret_cast<const char*>(keys_(t));
     const char* value = reinterpret_cast<const char*>(values_(t));
-    for (index_t o = 0; o < key_format_.row_bytes(); o += 64) __builtin_prefetch(key + o);
-    for (index_t o = 0; o < value_format_.row_bytes(); o += 64) __builtin_prefetch(value + o);
+    for (index_t o = 0; o < key_format_.row_bytes(); o += 64) prefetch_line(key + o);
+    for (index_t o = 0; o < value_format_.row_bytes(); o += 64) prefetch_line(value + o);
   }
 
   /// Scores of keys [t0, t0 + cols) against R query rows (padding rows are zero), `step` keys

@@ -22,11 +22,14 @@ namespace mpi {
 struct CallHeader {
   std::int64_t ok = 0;
   std::int64_t length = 0;  // this rank's tokens
+  std::int64_t queries = 0;  // decode: query rows per batch row (the same on every rank)
   std::int64_t batch = 0, heads_q = 0, heads_kv = 0, head_dim = 0, value_dim = 0;
   std::int64_t window_left = 0, window_right = 0, causal = 0, layout = 0, element_size = 0;
   std::int64_t slope_count = 0;
   std::int64_t wants_slope_gradient = 0;  // backward: dslopes not null
   std::uint64_t slope_hash = 0;
+  std::int64_t sink_count = 0;
+  std::uint64_t sink_hash = 0;
   double scale = 0, tail_tolerance = 0;
   char message[256] = {};
 };
@@ -61,6 +64,8 @@ inline CallHeader describe_call(index_t length, index_t batch, index_t heads_q, 
   h.element_size = std::int64_t(element_size);
   h.slope_count = std::int64_t(p.slopes.size());
   h.slope_hash = hash_floats(p.slopes);
+  h.sink_count = std::int64_t(p.sink_logits.size());
+  h.sink_hash = hash_floats(p.sink_logits);
   h.scale = p.scale;
   h.tail_tolerance = p.tail_tolerance;
   return h;
@@ -100,6 +105,7 @@ std::vector<CallHeader> agree(const char* fn, MPI_Comm comm, Check&& check) {
     } sizes[] = {{"the batch", first.batch, h.batch},
                  {"the query heads", first.heads_q, h.heads_q},
                  {"the kv heads", first.heads_kv, h.heads_kv},
+                 {"the query rows", first.queries, h.queries},
                  {"head_dim", first.head_dim, h.head_dim},
                  {"the value dim", first.value_dim, h.value_dim},
                  {"the element size", first.element_size, h.element_size},
@@ -113,6 +119,9 @@ std::vector<CallHeader> agree(const char* fn, MPI_Comm comm, Check&& check) {
     for (const auto& s : sizes)
       if (s.a != s.b) disagree(s.name, std::to_string(s.a), std::to_string(s.b));
     if (first.slope_hash != h.slope_hash) disagree("params.slopes", "one set", "another");
+    if (first.sink_count != h.sink_count || first.sink_hash != h.sink_hash)
+      disagree("params.sink_logits", std::to_string(first.sink_count) + " values",
+               std::to_string(h.sink_count) + " other values");
     if (first.scale != h.scale)
       disagree("params.scale", std::to_string(first.scale), std::to_string(h.scale));
     if (first.tail_tolerance != h.tail_tolerance)

@@ -17,10 +17,12 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "../attention.hpp"
@@ -68,8 +70,16 @@ inline void post_bytes(bool send, void* data, std::size_t bytes, int peer, Messa
   }
 }
 
+/// Waits for `requests`, sleeping between tests: MPI_Waitall spins, and a spinning rank takes a
+/// core from the ranks still computing when ranks share cores (a node with more ranks than
+/// cores, or with threads per rank). The sleep costs at most ~0.1 ms of latency per wait.
 inline void wait_all(std::vector<MPI_Request>& requests) {
-  if (!requests.empty()) MPI_Waitall(int(requests.size()), requests.data(), MPI_STATUSES_IGNORE);
+  while (!requests.empty()) {
+    int done = 0;
+    MPI_Testall(int(requests.size()), requests.data(), &done, MPI_STATUSES_IGNORE);
+    if (done) break;
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
   requests.clear();
 }
 
@@ -307,8 +317,10 @@ struct RowAccumulator {
 };
 
 /// The slopes of one (b, kv group) as a Params of its own, for a call on that group's heads.
+/// `with_sinks`: this call is the one partial of its rows that carries params.sink_logits.
 inline Params group_params(const Geometry& g, const Params& user, index_t b, index_t kv,
-                           index_t query_position, index_t key_position, float tolerance) {
+                           index_t query_position, index_t key_position, float tolerance,
+                           bool with_sinks = false) {
   Params p;
   p.causal = user.causal;
   p.scale = g.scale;
@@ -320,6 +332,9 @@ inline Params group_params(const Geometry& g, const Params& user, index_t b, ind
   p.key_offset = key_position;
   const index_t group = g.heads_q / g.heads_kv;
   for (index_t h = kv * group; h < (kv + 1) * group; ++h) p.slopes.push_back(g.slope(b, h));
+  if (with_sinks && !user.sink_logits.empty())
+    p.sink_logits.assign(user.sink_logits.begin() + kv * group,
+                         user.sink_logits.begin() + (kv + 1) * group);
   return p;
 }
 
@@ -329,8 +344,8 @@ inline void check_ring_params(const char* fn, const Params& params, index_t q_le
                               index_t k_len) {
   if (params.query_offset || params.key_offset)
     fail(fn, "params.query_offset and key_offset are set from the ranks' lengths; leave them unset");
-  if (!params.seqlens_k.empty())
-    fail(fn, "params.seqlens_k is not supported (each rank's slice is all valid)");
+  if (!params.seqlens_k.empty() || !params.seqlens_q.empty())
+    fail(fn, "params.seqlens_k and seqlens_q are not supported (each rank's slice is all valid)");
   if (q_len != k_len)
     fail(fn, "q has " + std::to_string(q_len) + " tokens but k has " + std::to_string(k_len) +
                  ": each rank holds the same tokens' queries, keys and values");
@@ -340,7 +355,7 @@ inline void check_ring_params(const char* fn, const Params& params, index_t q_le
 inline void check_total(const char* fn, const std::vector<CallHeader>& headers) {
   index_t total = 0;
   for (const CallHeader& h : headers)
-    if (__builtin_add_overflow(total, h.length, &total) || total > max_position)
+    if (add_overflows(total, h.length, &total) || total > max_position)
       fail(fn, "the ranks' lengths sum beyond 2^59 positions");
 }
 
@@ -448,11 +463,12 @@ void ring_forward(MPI_Comm user_comm, TensorView<const T> q, TensorView<const T>
   std::vector<T> part;
   std::vector<float> part_lse;
   // One partial: rows of segment `rows` of (b, kv group) against keys `kk`, `vv` at `key_at`.
+  // `sinks`: the partial of the rows' own keys, the one that carries params.sink_logits.
   const auto attend = [&](const Segment& rows, index_t b, index_t kv, TensorView<const T> kk,
-                          TensorView<const T> vv, index_t key_at) {
+                          TensorView<const T> vv, index_t key_at, bool sinks) {
     part.resize(std::size_t(rows.length * group * Dv));
     part_lse.resize(std::size_t(group * rows.length));
-    Params p = group_params(g, params, b, kv, rows.global_begin, key_at, local_tolerance);
+    Params p = group_params(g, params, b, kv, rows.global_begin, key_at, local_tolerance, sinks);
     AttentionStats s;
     p.stats = &s;
     const TensorView<const T> qq{q.row(b, rows.local_begin, kv * group),
@@ -481,7 +497,7 @@ void ring_forward(MPI_Comm user_comm, TensorView<const T> q, TensorView<const T>
             attend(rows, b, kv,
                    {kk.row(b, 0, kv), {1, r.end - r.begin, 1, g.head_dim}, kk.strides},
                    {vv.row(b, 0, kv), {1, r.end - r.begin, 1, Dv}, vv.strides},
-                   keys.global_begin + r.begin);
+                   keys.global_begin + r.begin, &keys == &rows);
             progress();
           }
   };
@@ -506,7 +522,7 @@ void ring_forward(MPI_Comm user_comm, TensorView<const T> q, TensorView<const T>
                    {keys + skip * g.head_dim, {1, count, 1, g.head_dim},
                     {count * g.head_dim, g.head_dim, g.head_dim, 1}},
                    {values + skip * Dv, {1, count, 1, Dv}, {count * Dv, Dv, Dv, 1}},
-                   theirs[ss].global_begin + use.begin);
+                   theirs[ss].global_begin + use.begin, false);
             progress();
           }
         }

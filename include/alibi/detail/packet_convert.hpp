@@ -31,8 +31,7 @@ Packet load_as_float(const T* src) {
 #if defined(EIGEN_VECTORIZE_AVX)
   if constexpr (width == 8 && std::is_same<Scalar, float>::value) {
     if constexpr (std::is_same<T, Eigen::half>::value) return half2float(ploadu<Packet8h>(src));
-    if constexpr (std::is_same<T, Eigen::bfloat16>::value)
-      return Bf16ToF32(ploadu<Packet8bf>(src));
+    if constexpr (std::is_same<T, Eigen::bfloat16>::value) return Bf16ToF32(ploadu<Packet8bf>(src));
 #if defined(EIGEN_VECTORIZE_AVX2)
     if constexpr (std::is_same<T, std::int8_t>::value)
       return _mm256_cvtepi32_ps(

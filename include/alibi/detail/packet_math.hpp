@@ -2,7 +2,8 @@
 // The few vector operations of the softmax step that Eigen's packet math does not give as is:
 // an exp whose result is exactly 0 below the normal range (masked logits are -inf, and Eigen's
 // exp does not return 0 for -inf on every instruction set), with a scalar branch for builds where
-// Eigen does not vectorise, and the reductions of the decode walk.
+// Eigen does not vectorise, the reductions of the decode walk, and compiler hints. Raw
+// intrinsics and GNU extensions live here only, each behind its #if with a portable version.
 
 #include <algorithm>
 #include <cmath>
@@ -37,12 +38,25 @@ Packet exp_weight(const Packet& x) {
 
 /// `x`, which the compiler must now hold in a register: loaded once rather than folded into
 /// each of its uses (a packet used by several FMAs would otherwise be read from L1 by each).
+/// Elsewhere (other compilers, scalar builds) it is x as it is.
 template <class Packet>
 Packet in_register(Packet x) {
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
   if constexpr (!std::is_arithmetic<Packet>::value) __asm__("" : "+v"(x));
+#elif defined(__GNUC__) && defined(__aarch64__)
+  if constexpr (!std::is_arithmetic<Packet>::value) __asm__("" : "+w"(x));
 #endif
   return x;
+}
+
+/// Asks for the cache line at `address` ahead of its use (a hint: nothing where the compiler
+/// has no prefetch builtin).
+inline void prefetch_line(const void* address) {
+#if defined(__GNUC__) || defined(__clang__)
+  __builtin_prefetch(address);
+#else
+  (void)address;
+#endif
 }
 
 #ifdef EIGEN_VECTORIZE_AVX512

@@ -111,9 +111,13 @@ class PagePool {
 /// KeyNormBounds::block tokens, with their running (prefix) maxima for the tail bound.
 struct PageTable {
   struct Head {
-    std::vector<PagePool::PageId> pages;
+    std::vector<PagePool::PageId> pages;  // evicted pages: -1 (and a null base)
     std::vector<const unsigned char*> bases;
     std::vector<float> block_max, prefix_max;
+    // A memory budget's eviction (budget_plan.hpp): tokens [sink end, evicted_end) are gone, the
+    // largest of their stored norms was evicted_norm. Positions stay absolute.
+    index_t evicted_end = 0;
+    float evicted_norm = 0;
   };
   index_t length = 0;
   std::vector<Head> heads;
@@ -123,8 +127,8 @@ struct PageTable {
   float norm_before(index_t kv, index_t end) const {
     const std::vector<float>& prefix = heads[std::size_t(kv)].prefix_max;
     if (end <= 0 || prefix.empty()) return 0.0f;
-    const index_t last = std::min<index_t>((end - 1) / KeyNormBounds::block,
-                                           index_t(prefix.size()) - 1);
+    const index_t last =
+        std::min<index_t>((end - 1) / KeyNormBounds::block, index_t(prefix.size()) - 1);
     return prefix[std::size_t(last)];
   }
 };

@@ -62,12 +62,15 @@ class PagedSource {
         std::vector<float>& from = suffix_[b * std::size_t(heads) + std::size_t(kv)];
         from.resize(blocks.size());
         float running = 0;
-        for (std::size_t i = blocks.size(); i-- > 0;) from[i] = running = nan_max(running, blocks[i]);
+        for (std::size_t i = blocks.size(); i-- > 0;)
+          from[i] = running = nan_max(running, blocks[i]);
       }
     heads_ = heads;
   }
 
-  Rows keys(index_t b, index_t kv) const { return {bases(b, kv), 0, layout_.key_row_bytes, layout_}; }
+  Rows keys(index_t b, index_t kv) const {
+    return {bases(b, kv), 0, layout_.key_row_bytes, layout_};
+  }
   Rows values(index_t b, index_t kv) const {
     return {bases(b, kv), layout_.values_offset(), layout_.value_row_bytes, layout_};
   }

@@ -14,6 +14,7 @@
 
 #include "geometry.hpp"
 #include "numeric.hpp"
+#include "overflow.hpp"
 #include "overlap.hpp"
 
 namespace alibi {
@@ -44,8 +45,8 @@ std::array<index_t, 2> element_reach(const char* fn, const char* name, const Ten
     if (view.shape[i] <= 1) continue;  // a dimension of one element never uses its stride
     index_t step = 0;
     index_t& end = view.strides[i] < 0 ? reach[0] : reach[1];
-    if (__builtin_mul_overflow(view.strides[i], view.shape[i] - 1, &step) ||
-        __builtin_add_overflow(end, step, &end) || end < -max_elements || end > max_elements)
+    if (mul_overflows(view.strides[i], view.shape[i] - 1, &step) ||
+        add_overflows(end, step, &end) || end < -max_elements || end > max_elements)
       fail(fn, std::string(name) + " strides overflow with shape " + shape_string(view.shape) +
                    ", strides " + shape_string(view.strides));
   }
@@ -62,7 +63,7 @@ void check_view(const char* fn, const char* name, const TensorView<T>& view) {
   // More elements than any memory holds; also keeps every element and byte count inside int64.
   index_t elements = 1;
   for (int i = 0; i < 4; ++i)
-    if (__builtin_mul_overflow(elements, view.shape[i], &elements) || elements > max_elements)
+    if (mul_overflows(elements, view.shape[i], &elements) || elements > max_elements)
       fail(fn, std::string(name) + " has more elements than memory can hold: shape " +
                    shape_string(view.shape));
   if (view.heads() < 1 || view.head_dim() < 1)
@@ -114,7 +115,7 @@ inline void check_params(const char* fn, const Params& params, index_t batch, in
                          index_t seq_k) {
   // batch x heads (slopes, lse rows) need not fit when a view is empty in another extent.
   index_t rows = 0;
-  if (__builtin_mul_overflow(batch, heads, &rows) || rows > max_elements)
+  if (mul_overflows(batch, heads, &rows) || rows > max_elements)
     fail(fn, "batch " + std::to_string(batch) + " x " + std::to_string(heads) +
                  " query heads is more than memory can hold");
   const auto ns = static_cast<index_t>(params.slopes.size());
