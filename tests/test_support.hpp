@@ -4,6 +4,7 @@
 
 #include <alibi/alibi.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -64,7 +65,7 @@ Expected oracle(const Shape& s, const std::vector<T>& q, const std::vector<T>& k
         const index_t p =
             params.query_offset ? *params.query_offset + i : key_offset + valid - s.seq_q + i;
         std::vector<double> logit;
-        std::vector<index_t> keys;
+        std::vector<index_t> keys, distances;
         for (index_t t = 0; t < valid; ++t) {
           const index_t key = key_offset + t;
           if (params.causal && key > p) continue;
@@ -74,9 +75,16 @@ Expected oracle(const Shape& s, const std::vector<T>& q, const std::vector<T>& k
           for (index_t d = 0; d < s.head_dim; ++d)
             dot += double(q[((b * s.seq_q + i) * s.heads_q + h) * s.head_dim + d]) *
                    double(k[((b * s.seq_k + t) * s.heads_kv + hk) * s.head_dim + d]);
-          logit.push_back(scale * dot - m * double(std::llabs(p - key)));
+          logit.push_back(scale * dot);
+          distances.push_back(std::llabs(p - key));
           keys.push_back(t);
         }
+        // The bias from the nearest key on: the softmax is the same, and at 1e12 positions the
+        // logits keep their digits; the lse gets -m nearest back.
+        index_t nearest = 0;
+        if (!distances.empty()) nearest = *std::min_element(distances.begin(), distances.end());
+        for (std::size_t j = 0; j < logit.size(); ++j)
+          logit[j] -= m * double(distances[j] - nearest);
         double max = -std::numeric_limits<double>::infinity();
         for (double x : logit) max = std::fmax(max, x);
         double sum = 0;
@@ -89,8 +97,9 @@ Expected oracle(const Shape& s, const std::vector<T>& q, const std::vector<T>& k
           e.out[((b * s.seq_q + i) * s.heads_q + h) * s.value_dim + d] =
               keys.empty() ? 0.0 : acc / sum;
         }
-        e.lse[(b * s.heads_q + h) * s.seq_q + i] =
-            keys.empty() ? -std::numeric_limits<double>::infinity() : max + std::log(sum);
+        e.lse[(b * s.heads_q + h) * s.seq_q + i] = keys.empty()
+                                                       ? -std::numeric_limits<double>::infinity()
+                                                       : max + std::log(sum) - m * double(nearest);
       }
     }
   }

@@ -21,8 +21,9 @@ namespace alibi {
 /// the thread count.
 ///
 /// Throws std::invalid_argument, naming the argument and the sizes seen, before anything is
-/// written, when shapes disagree, a size is invalid, data is null, out overlaps an input, or
-/// params do not fit.
+/// written, when shapes disagree, a size is invalid, data is null, out shares an element with an
+/// input or with itself (element-exact: out may interleave with q, k and v in one packed
+/// buffer), or params do not fit. Inputs may repeat elements (a stride of 0 broadcasts).
 ///
 ///     std::vector<float> q(B * S * H * D), k = q, v = q, out(q.size());
 ///     alibi::attention(alibi::make_view(q.data(), B, S, H, D), alibi::make_view(k.data(), B, S, H,

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "detail/numeric.hpp"
+#include "detail/overlap.hpp"
 #include "detail/validate.hpp"
 #include "tensor_view.hpp"
 
@@ -15,11 +16,14 @@ namespace alibi {
 /// out = (e^lse_a out_a + e^lse_b out_b) / (e^lse_a + e^lse_b) and lse = log(e^lse_a + e^lse_b),
 /// row by row: given alibi::attention over keys A (out_a, lse_a) and over keys B (out_b, lse_b)
 /// with the same queries and explicit positions (Params::query_offset and key_offset), this is
-/// attention over A and B together, exact up to float round-off. All outputs are [B, Sq, H, Dv]
-/// and all lse contiguous [B, H, Sq], as alibi::attention writes them. A row empty in both
-/// (lse -inf) gets out = 0 and lse = -inf. `out` and `lse` may be the same memory as the a (or
-/// b) inputs, to accumulate partials in place; any other overlap throws std::invalid_argument,
-/// as do shapes that differ and null lse.
+/// attention over A and B together, exact up to float round-off of the lse: the weights
+/// e^(lse_a - lse_b) carry |lse| x 2^-24 of error, so merges of rows whose keys are all very far
+/// (|lse| of 10^4 and more) lose digits; alibi::attention's own split decode merges through an
+/// lse relative to each row's bias offset and is exact at any distance. All outputs are [B, Sq, H,
+/// Dv] and all lse contiguous [B, H, Sq], as alibi::attention writes them. A row empty in both (lse
+/// -inf) gets out = 0 and lse = -inf. `out` and `lse` may be the same memory as the a (or b)
+/// inputs, to accumulate partials in place; any other overlap throws std::invalid_argument, as do
+/// shapes that differ and null lse.
 ///
 ///     alibi::merge(out_a, lse_a.data(), out_b, lse_b.data(), out_a, lse_a.data());   // a += b
 template <class T>
@@ -40,24 +44,33 @@ void merge(TensorView<const detail::nondeduced<T>> out_a, const float* lse_a,
   if (rows > 0 && (lse_a == nullptr || lse_b == nullptr || lse == nullptr))
     detail::fail(fn, "lse_a, lse_b and lse must not be null (" + std::to_string(rows) + " rows)");
   detail::check_distinct_elements(fn, "out", out);
+  // In place (out the very view of out_a or out_b, lse the same memory as theirs) reads each
+  // element before writing it; any other sharing of an element is refused (overlap.hpp).
   const auto same_view = [&](const TensorView<const T>& x) {
     return x.data == out.data && x.strides == out.strides;
   };
-  const detail::ByteSpan out_span = detail::byte_span(fn, "out", out);
-  if ((!same_view(out_a) && out_span.overlaps(detail::byte_span(fn, "out_a", out_a))) ||
-      (!same_view(out_b) && out_span.overlaps(detail::byte_span(fn, "out_b", out_b))))
+  const auto lse_elements = [&](const float* p) {
+    return detail::lattice_of_array(p, rows, index_t(sizeof(float)));
+  };
+  const detail::ByteLattice out_elements = detail::lattice_of(out), lse_out = lse_elements(lse);
+  const detail::ByteLattice a_elements = detail::lattice_of(out_a),
+                            b_elements = detail::lattice_of(out_b);
+  const detail::ByteLattice la_elements = lse_elements(lse_a), lb_elements = lse_elements(lse_b);
+  if ((!same_view(out_a) && detail::share_bytes(out_elements, a_elements)) ||
+      (!same_view(out_b) && detail::share_bytes(out_elements, b_elements)))
     detail::fail(fn, "out " + detail::shape_string(out.shape) +
                          " overlaps out_a or out_b without being the same view");
-  const auto lse_bytes = static_cast<std::uintptr_t>(rows) * sizeof(float);
-  const auto span_of = [&](const float* p) {
-    const auto base = reinterpret_cast<std::uintptr_t>(p);
-    return detail::ByteSpan{base, base + lse_bytes};
-  };
-  const detail::ByteSpan lse_span = span_of(lse);
-  if ((lse != lse_a && lse_span.overlaps(span_of(lse_a))) ||
-      (lse != lse_b && lse_span.overlaps(span_of(lse_b))) || lse_span.overlaps(out_span))
+  if (detail::share_bytes(out_elements, la_elements) ||
+      detail::share_bytes(out_elements, lb_elements))
+    detail::fail(fn, "out " + detail::shape_string(out.shape) + " overlaps lse_a or lse_b [" +
+                         std::to_string(rows) + " floats] in memory");
+  if ((lse != lse_a && detail::share_bytes(lse_out, la_elements)) ||
+      (lse != lse_b && detail::share_bytes(lse_out, lb_elements)) ||
+      detail::share_bytes(lse_out, out_elements) || detail::share_bytes(lse_out, a_elements) ||
+      detail::share_bytes(lse_out, b_elements))
     detail::fail(fn, "lse [" + std::to_string(rows) +
-                         " floats] overlaps lse_a, lse_b or out without being the same memory");
+                         " floats] overlaps lse_a, lse_b, out, out_a or out_b without being the "
+                         "same memory");
 
   using Acc = detail::accum_t<T>;
   const Acc minus_inf = -std::numeric_limits<Acc>::infinity();

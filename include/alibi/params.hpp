@@ -60,10 +60,14 @@ struct Params {
   /// the total weight all remaining keys could still carry (bounded by Cauchy-Schwarz on q.k and
   /// the linear bias, with the largest remaining key norm) is at most tail_tolerance times each
   /// row's running sum. Every normalised weight then moves by at most about tail_tolerance
-  /// (relative) and the output by at most about 2 x tail_tolerance x max |v|. The default, float
-  /// round-off, keeps results exact to float precision; 0 visits every allowed key. A zero slope,
-  /// huge key norms or NaN simply keep the walk going. alibi::reference::attention ignores it.
-  float tail_tolerance = 0x1p-24f;
+  /// (relative) and the output by at most about 2 x tail_tolerance x max |v|. The default,
+  /// Params::round_off (2^-24), stands for the round-off of the accumulation type: 2^-24 with
+  /// float, half or bfloat16 storage, 2^-53 with double, so results stay exact to their
+  /// precision; 0 visits every allowed key. A zero slope, huge key norms or NaN simply keep the
+  /// walk going. alibi::reference::attention ignores it.
+  float tail_tolerance = round_off;
+  /// The default tail_tolerance: the accumulation type's unit round-off (see above).
+  static constexpr float round_off = 0x1p-24f;
   /// When not null, the call stores what it did there.
   AttentionStats* stats = nullptr;
   /// Learned attention sinks (gpt-oss): per query head, a logit s_h that joins every row's

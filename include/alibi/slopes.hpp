@@ -25,7 +25,7 @@ inline float slope(int head, int num_heads, float max_bias = 8.0f) {
   if (!std::isfinite(max_bias))
     throw std::invalid_argument("alibi::slope: max_bias must be finite");
   int closest_power = 1;
-  while (closest_power * 2 <= num_heads) closest_power *= 2;
+  while (closest_power <= num_heads / 2) closest_power *= 2;  // closest_power * 2 may overflow
   // Exponents are exact small rationals; exp2 in double is correctly rounded enough that the final
   // float rounding dominates.
   const double exponent =

@@ -35,7 +35,7 @@ struct BackwardViews {
   TensorView<const T> q, k, v, out, dout;
   const float* lse;
   TensorView<T> dq, dk, dv;
-  /// In double, lse corrected to double precision (the forward's is float); else empty.
+  /// In double, each row's lse recomputed relative to its bias offset (LseRefiner); else empty.
   std::vector<double> exact_lse = {};
 };
 
@@ -69,7 +69,7 @@ class BackwardBlock {
         shift_(std::size_t(capacity_)),
         row_dot_(std::size_t(capacity_)),
         slope_grad_(std::size_t(capacity_)),
-        ds_sum_(std::size_t(capacity_)),
+        row_lse_(std::size_t(capacity_)),
         softmax_(capacity_),
         queries_of_(std::size_t(capacity_)),
         heads_of_(std::size_t(capacity_)) {}
@@ -87,7 +87,7 @@ class BackwardBlock {
     const Acc scale = Acc(g_.scale);
     for (index_t r = 0; r < capacity_; ++r) {
       slope_grad_[r] = Acc(0);
-      ds_sum_[r] = Acc(0);
+      row_lse_[std::size_t(r)] = -std::numeric_limits<double>::infinity();
       if (r >= rows_) {  // padding: no keys, zero weights
         softmax_.clear_row(r);
         shift_[r] = Acc(0);
@@ -124,12 +124,15 @@ class BackwardBlock {
       row_dot_[r] = dot;
       // P = exp(logit - lse); a row with no allowed key (lse -inf) has only -inf logits.
       const index_t row = (b * g_.heads_q + h) * g_.seq_q + i;
-      const double lse =
-          x_.exact_lse.empty() ? double(x_.lse[row]) : x_.exact_lse[std::size_t(row)];
-      // The logits are computed with the bias offset taken out (Geometry::bias_offset).
+      // The logits are computed with the bias offset taken out (Geometry::bias_offset); the
+      // recomputed lse (exact_lse) already is relative to it.
+      const double lse = x_.exact_lse.empty() ? double(x_.lse[row]) + double(g_.slope(b, h)) *
+                                                                          double(std::abs(offset))
+                                              : x_.exact_lse[std::size_t(row)];
       shift_[r] = lse == -std::numeric_limits<double>::infinity()
                       ? std::numeric_limits<Acc>::infinity()
-                      : Acc(double(lse) + double(g_.slope(b, h)) * double(std::abs(offset)));
+                      : Acc(lse);
+      row_lse_[std::size_t(r)] = lse;
       if (keys.empty()) continue;
       span.begin = std::min(span.begin, keys.begin);
       span.end = std::max(span.end, keys.end);
@@ -171,7 +174,7 @@ class BackwardBlock {
 
   /// For keys [t0, t0 + cols): P over the columns each group of rows can attend, summed into
   /// sums[r] (the rows' sum of exp(logit - lse), 1 up to the rounding of lse).
-  void probability_sums(index_t t0, index_t cols, StridedOperand<Acc> keys, double* sums) {
+  void logit_sums(index_t t0, index_t cols, StridedOperand<Acc> keys, double* max, double* sums) {
     softmax_.prepare(rows_, t0, cols, g_.key_position(t0));
     const index_t packets = (rows_ + W - 1) / W;
     for (index_t j0 = 0; j0 < packets; j0 += NP) {
@@ -182,16 +185,26 @@ class BackwardBlock {
         micro_tile_columns<Packet, MR, NP, false>(
             n, StridedOperand<Acc>{keys.data + c0 * keys.row_stride, keys.row_stride, 1},
             queries_t_.data() + j0 * W, stride_, g_.head_dim, probs_.data() + c0 * stride_ + j0 * W,
-            stride_, ProbabilityTile{this}, c0, j0);
+            stride_, ProbabilityTile{this, true}, c0, j0);
+      // The online softmax in double, over the raw (offset) logits.
       for (index_t r = j0 * W; r < std::min(rows_, (j0 + n) * W); ++r)
-        for (index_t c = c_begin; c < std::min(columns.end, round_up(columns.end, MR)); ++c)
-          sums[r] += double(probs_[c * stride_ + r]);
+        for (index_t c = c_begin; c < columns.end; ++c) {
+          const double logit = double(probs_[c * stride_ + r]);
+          if (logit == -std::numeric_limits<double>::infinity()) continue;
+          if (std::isnan(logit) || logit > max[r]) {
+            sums[r] = sums[r] * std::exp(max[r] - logit) + 1;
+            max[r] = logit;
+          } else {
+            sums[r] += std::exp(logit - max[r]);
+          }
+        }
     }
   }
 
-  /// Finishes scoresᵀ into Pᵀ: bias, mask, exp(logit - lse).
+  /// Finishes scoresᵀ into Pᵀ: bias, mask, exp(logit - lse); or the logits only, when `raw`.
   struct ProbabilityTile {
     const BackwardBlock* block;
+    bool raw = false;
     template <int MR_, int NP_>
     void operator()(Packet (&acc)[MR_][NP_], Acc* out, index_t out_stride, index_t key,
                     index_t packet) const {
@@ -204,7 +217,7 @@ class BackwardBlock {
         const bool masked = s.edge(r0);
         for (int i = 0; i < MR_; ++i) {
           const Packet logit = bias(acc[i][j], pset1<Packet>(Acc(key + i)), masked);
-          pstore(out + i * out_stride + j * W, exp_weight(psub(logit, shift)));
+          pstore(out + i * out_stride + j * W, raw ? logit : exp_weight(psub(logit, shift)));
         }
       }
     }
@@ -224,22 +237,18 @@ class BackwardBlock {
         const index_t r0 = (packet + j) * W;
         const Packet row_dot = pload<Packet>(&block->row_dot_[r0]);
         const BiasMask<Acc> bias = block->softmax_.bias_mask(r0);
-        Packet slope_grad = pset1<Packet>(Acc(0)), ds_sum = pset1<Packet>(Acc(0));
+        Packet slope_grad = pset1<Packet>(Acc(0));
         for (int i = 0; i < MR_; ++i) {
           const Packet p = pload<Packet>(probs + i * out_stride + j * W);
           // Where P is 0 (masked), dS is 0 even if dP is not finite (a masked NaN value).
           const Packet ds = pselect(pcmp_eq(p, pset1<Packet>(Acc(0))), pset1<Packet>(Acc(0)),
                                     pmul(p, psub(acc[i][j], row_dot)));
           pstore(out + i * out_stride + j * W, ds);
-          if (slope_grads) {
+          if (slope_grads)
             slope_grad = psub(slope_grad, pmul(ds, bias.distance(pset1<Packet>(Acc(key + i)))));
-            ds_sum = padd(ds_sum, ds);
-          }
         }
-        if (slope_grads) {
+        if (slope_grads)
           pstore(&block->slope_grad_[r0], padd(pload<Packet>(&block->slope_grad_[r0]), slope_grad));
-          pstore(&block->ds_sum_[r0], padd(pload<Packet>(&block->ds_sum_[r0]), ds_sum));
-        }
       }
     }
   };
@@ -250,9 +259,13 @@ class BackwardBlock {
   index_t capacity_, dim_, value_dim_;  // rows the buffers hold; head dims in whole packets
   index_t rows_ = 0, stride_ = 0;       // this block's rows, and its row stride
   scratch_vector<Acc> queries_t_, queries_, douts_t_, douts_, keys_, values_, probs_, grads_;
-  // Per row: the softmax shift, rowsum(dout out), sum dS (-(|p - t| - |offset|)) and sum dS
-  // (the slope gradient combines the last two in double).
-  scratch_vector<Acc> shift_, row_dot_, slope_grad_, ds_sum_;
+  // Per row: the softmax shift, rowsum(dout out), and sum dS (-(|p - t| - |offset|)): the slope
+  // gradient with the bias offset taken out. Leaving out |offset| sum dS is exact, since the dS
+  // of a row sum to 0 (P sums to 1 and D = sum P dP); kept, it would multiply the rounding of
+  // out, in D, by the distance, and break the gradient's invariance under a shift of all
+  // distances (measured: 10.54 at a gap of 0, 905 at 1e9).
+  scratch_vector<Acc> shift_, row_dot_, slope_grad_;
+  std::vector<double> row_lse_;  // the shift in double: the lse relative to the bias offset
   TileSoftmax<Acc> softmax_;  // the rows' positions, key ranges, slopes and per-tile masks
   std::vector<index_t> queries_of_, heads_of_;
 
@@ -393,17 +406,31 @@ class QueryBlockWorker : BackwardBlock<T> {
       if (slope_grads_ != nullptr)
         (*slope_grads_)[std::size_t(task * this->tasks_.group +
                                     this->heads_of_[r] % this->tasks_.group)] +=
-            double(this->slope_grad_[r]) -
-            double(std::abs(this->softmax_.offset(r))) * double(this->ds_sum_[r]);
+            double(this->slope_grad_[r]) - offset_slope_grad(r);
     }
   }
 
  private:
   scratch_vector<Acc> dq_;
   std::vector<double>* slope_grads_;
+
+  /// The part of row r's slope gradient that its bias offset carries, -|offset| sum dS: 0
+  /// without a sink (the dS sum to 0), -|offset| D P_sink with one (P_sink from the row's lse
+  /// relative to the offset, in double).
+  double offset_slope_grad(index_t r) const {
+    const Geometry& g = this->g_;
+    if (!g.has_sinks() || r >= this->rows_) return 0;
+    const double distance = double(std::abs(this->softmax_.offset(r)));
+    const double lse = this->row_lse_[std::size_t(r)];
+    if (distance == 0 || !std::isfinite(lse)) return 0;
+    const double sink = double(g.sink_logits[std::size_t(this->heads_of_[r])]) +
+                        double(this->softmax_.slope(r)) * distance;
+    return distance * double(this->row_dot_[r]) * std::exp(sink - lse);
+  }
 };
 
-/// Replaces each row's lse by lse + log(sum over its keys of exp(logit - lse)), in double.
+/// Recomputes each row's lse in double, relative to its bias offset (so that it keeps its
+/// digits however far the keys are): max + log(sum exp(logit - max)) over its offset logits.
 template <class T>
 class LseRefiner : BackwardBlock<T> {
   using Base = BackwardBlock<T>;
@@ -411,33 +438,41 @@ class LseRefiner : BackwardBlock<T> {
 
  public:
   LseRefiner(const Geometry& g, const ForwardTasks& tasks, BackwardViews<T>& x)
-      : Base(g, tasks, x), exact_(x.exact_lse), sums_(std::size_t(this->capacity_)) {}
+      : Base(g, tasks, x),
+        exact_(x.exact_lse),
+        max_(std::size_t(this->capacity_)),
+        sums_(std::size_t(this->capacity_)) {}
 
   void operator()(index_t task) {
     const Geometry& g = this->g_;
     const index_t pair = task / this->tasks_.blocks, block = task % this->tasks_.blocks;
     const index_t b = pair / g.heads_kv, kv = pair % g.heads_kv;
     const KeyRange span = this->load_block(b, kv, block);
+    std::fill(max_.begin(), max_.end(), -std::numeric_limits<double>::infinity());
     std::fill(sums_.begin(), sums_.end(), 0.0);
     for (index_t t0 = span.begin; t0 < span.end; t0 += KB) {
       const index_t cols = std::min(KB, span.end - t0);
-      this->probability_sums(t0, cols, this->key_rows(b, kv, t0, cols), sums_.data());
+      this->logit_sums(t0, cols, this->key_rows(b, kv, t0, cols), max_.data(), sums_.data());
     }
     for (index_t r = 0; r < this->rows_; ++r) {
-      double& lse = exact_[std::size_t((b * g.heads_q + this->heads_of_[r]) * g.seq_q +
-                                       this->queries_of_[r])];
-      // A learned sink is a term of the row's sum too.
-      const double total =
-          sums_[std::size_t(r)] +
-          (g.has_sinks() ? std::exp(double(g.sink_logits[std::size_t(this->heads_of_[r])]) - lse)
-                         : 0.0);
-      if (total > 0) lse += std::log(total);
+      const std::size_t rr = std::size_t(r);
+      double lse = sums_[rr] > 0 || std::isnan(sums_[rr])
+                       ? max_[rr] + std::log(sums_[rr])
+                       : -std::numeric_limits<double>::infinity();
+      // A learned sink is a term of the row's sum too, relative to the same offset.
+      if (g.has_sinks())
+        lse = fold_sink(lse, double(g.sink_logits[std::size_t(this->heads_of_[r])]) +
+                                 double(this->softmax_.slope(r)) *
+                                     double(std::abs(this->softmax_.offset(r))))
+                  .lse;
+      exact_[std::size_t((b * g.heads_q + this->heads_of_[r]) * g.seq_q + this->queries_of_[r])] =
+          lse;
     }
   }
 
  private:
   std::vector<double>& exact_;
-  std::vector<double> sums_;
+  std::vector<double> max_, sums_;
 };
 
 /// dL/ds of each learned sink: its value is zero, so dS_sink = P_sink (0 - D) per row, with
@@ -449,14 +484,22 @@ void sink_gradients(const Geometry& g, const BackwardViews<T>& x, float* dsinks)
     for (index_t b = 0; b < g.batch; ++b)
       for (index_t i = 0; i < g.seq_q; ++i) {
         const index_t row = (b * g.heads_q + h) * g.seq_q + i;
-        const double lse = x.exact_lse.empty() ? double(x.lse[row]) : x.exact_lse[std::size_t(row)];
+        // exact_lse is relative to the row's bias offset (LseRefiner): so is the sink here.
+        double sink = double(g.sink_logits[std::size_t(h)]), lse = double(x.lse[row]);
+        if (!x.exact_lse.empty()) {
+          const index_t p = g.query_position(b, i);
+          const index_t offset =
+              g.bias_offset(p, g.query_keys(b, i), kernel_traits<accum_t<T>>::key_block);
+          sink += double(g.slope(b, h)) * double(std::abs(offset));
+          lse = x.exact_lse[std::size_t(row)];
+        }
         const T* dout = x.dout.row(b, i, h);
         const T* out = x.out.row(b, i, h);
         double dot = 0;
         for (index_t d = 0; d < g.value_dim; ++d)
           dot += double(dout[d * x.dout.strides[3]]) * double(out[d * x.out.strides[3]]);
         // A row with no allowed key has out = 0: nothing flows to its sink.
-        if (dot != 0) total -= std::exp(double(g.sink_logits[std::size_t(h)]) - lse) * dot;
+        if (dot != 0) total -= std::exp(sink - lse) * dot;
       }
     dsinks[h] = float(total);
   }
@@ -469,13 +512,13 @@ void backward(const Geometry& g, BackwardViews<T> x, int threads, float* dslopes
   const ForwardTasks tasks = ForwardTasks::make<Acc>(g);
   // The forward's lse is float: its rounding (2^-24 of |lse|) becomes the relative error of
   // every P. That is float round-off unless |lse| is large (keys far from their queries), and
-  // never good enough in double. Then one more pass over the scores recovers it:
-  // lse += log(sum of P), in double.
+  // never good enough in double. Then one more pass over the scores recomputes it, in double
+  // and relative to each row's bias offset (at 1e12 positions even a double lse would lose it).
   const index_t rows = g.batch * g.heads_q * g.seq_q;
   const bool large_lse = std::any_of(
       x.lse, x.lse + rows, [](float l) { return std::isfinite(l) && std::fabs(l) > 64.0f; });
   if (std::is_same<Acc, double>::value || large_lse) {
-    x.exact_lse.assign(x.lse, x.lse + rows);
+    x.exact_lse.assign(std::size_t(rows), -std::numeric_limits<double>::infinity());
     parallel_tasks(tasks.count, threads, [&] { return LseRefiner<T>(g, tasks, x); });
   }
   const index_t tiles =

@@ -80,12 +80,21 @@ struct TaskCounters {
   std::atomic<std::int64_t> keys_visited{0}, keys_allowed{0};
 };
 
+/// A partial row's lse kept exact at any distance: `value` = max + log(sum) of its logits with
+/// the bias offset taken out, in double, and that offset's magnitude; the lse is
+/// value - slope x distance. Split rows merge through it (split_kv.hpp): a float lse, or even a
+/// double one, loses the digits a merge needs once the keys are 10^9 or more positions away.
+struct PartialLse {
+  double value;
+  index_t distance;
+};
+
 /// Where a task writes its rows: query i of head h in batch row b to out.row(b, i, h), and its
-/// lse to lse[b * lse_batch + h * seq_q + i] (none when lse is null).
-template <class Out>
+/// lse (float, or PartialLse) to lse[b * lse_batch + h * seq_q + i] (none when lse is null).
+template <class Out, class Lse = float>
 struct RowSink {
   TensorView<Out> out;
-  float* lse;
+  Lse* lse;
   index_t lse_batch;
 };
 
@@ -115,6 +124,7 @@ class ForwardWorker {
         source_(source),
         counters_(counters),
         skip_(source.has_norms() && wants_tail_skip(g, KB)),
+        round_off_(LogitRoundOff::of(std::numeric_limits<Acc>::epsilon() / 2, g.head_dim)),
         stride_(tasks.rows),
         value_stride_(round_up(g.value_dim, W)),
         queries_(std::size_t(g.head_dim * (stride_ + Traits::line)), Acc(0)),
@@ -129,8 +139,8 @@ class ForwardWorker {
   /// head, whose keys and values then stay in cache; within a head the heaviest come first (under
   /// a causal mask the last query blocks attend the most keys), so a dynamic schedule ends with
   /// short tasks.
-  template <class Out>
-  void operator()(index_t task, const RowSink<Out>& sink) {
+  template <class Out, class Lse>
+  void operator()(index_t task, const RowSink<Out, Lse>& sink) {
     const index_t pair = task / tasks_.blocks, block = tasks_.blocks - 1 - task % tasks_.blocks;
     run(pair / g_.heads_kv, pair % g_.heads_kv, block,
         KeyRange{std::numeric_limits<index_t>::min(), std::numeric_limits<index_t>::max()}, true,
@@ -139,9 +149,9 @@ class ForwardWorker {
 
   /// Query block `block` of (b, kv) over the keys of `chunk` only (a split row's part), into
   /// `sink`. `count_allowed`: add the rows' allowed keys, all chunks', to the counters.
-  template <class Out>
+  template <class Out, class Lse>
   void run(index_t b, index_t kv, index_t block, KeyRange chunk, bool count_allowed,
-           const RowSink<Out>& sink) {
+           const RowSink<Out, Lse>& sink) {
     const index_t i0 = tasks_.block_begin(block), n = tasks_.block_size(block);
     const index_t rows = tasks_.group * n;
     row_stride_ = Traits::unaliased_stride(round_up(rows, Traits::row_unit));
@@ -271,10 +281,12 @@ class ForwardWorker {
       double bound = 0;
       if (keys.begin < std::min(left, keys.end))
         bound += tail_weight(query_norms_[r], source_.norm_before(b, kv, left), slope,
-                             p - g_.key_position(std::min(left, keys.end) - 1) - offset, max);
+                             p - g_.key_position(std::min(left, keys.end) - 1) - offset, max,
+                             round_off_);
       if (std::max(right, keys.begin) < keys.end)
-        bound += tail_weight(query_norms_[r], source_.norm_from(b, kv, right), slope,
-                             g_.key_position(std::max(right, keys.begin)) - p - offset, max);
+        bound +=
+            tail_weight(query_norms_[r], source_.norm_from(b, kv, right), slope,
+                        g_.key_position(std::max(right, keys.begin)) - p - offset, max, round_off_);
       if (!(bound <= tolerance * double(softmax_.sum(r)))) return false;  // NaN: keep walking
     }
     return true;
@@ -341,28 +353,38 @@ class ForwardWorker {
   }
 
   /// Row r's output, and its lse with the bias offset put back (in double); with a learned sink
-  /// (sinks.hpp) joined.
-  template <class Out>
-  void write_row(index_t b, index_t r, const RowSink<Out>& sink) const {
+  /// (sinks.hpp) joined. A split row's partial (PartialLse) keeps its lse relative to the offset
+  /// and has no sink (split_kv.hpp joins it after the merge).
+  template <class Out, class Lse>
+  void write_row(index_t b, index_t r, const RowSink<Out, Lse>& sink) const {
     const Acc sum = softmax_.sum(r), max = softmax_.max(r);
-    const index_t offset = softmax_.offset(r);
-    double lse = sum == Acc(0)
-                     ? -std::numeric_limits<double>::infinity()
-                     : double(max) + std::log(double(sum)) -
-                           double(softmax_.slope(r)) * double(offset < 0 ? -offset : offset);
-    // A row with no allowed key has sum 0: its output is 0, never 0/0.
-    Acc inverse = sum == Acc(0) ? Acc(0) : Acc(1) / sum;
+    const index_t offset = softmax_.offset(r), distance = offset < 0 ? -offset : offset;
+    // A row with no allowed key has sum 0: its output is 0, never 0/0, and never the 0 x NaN
+    // that a NaN value in a tile other rows attend leaves in its accumulator.
+    const bool empty = sum == Acc(0);
+    double lse = empty ? -std::numeric_limits<double>::infinity()
+                       : double(max) + std::log(double(sum)) -
+                             double(softmax_.slope(r)) * double(distance);
+    Acc inverse = empty ? Acc(0) : Acc(1) / sum;
     if (g_.has_sinks()) {
       const SinkFold fold = fold_sink(lse, double(g_.sink_logits[std::size_t(heads_of_[r])]));
       lse = fold.lse;
-      inverse = sum == Acc(0) ? Acc(0) : Acc(fold.factor / double(sum));
+      inverse = empty ? Acc(0) : Acc(fold.factor / double(sum));
     }
     const Acc* o = output_.data() + r * value_stride_;
     Out* dst = sink.out.row(b, queries_of_[r], heads_of_[r]);
-    for (index_t d = 0; d < g_.value_dim; ++d) dst[d * sink.out.strides[3]] = Out(o[d] * inverse);
+    for (index_t d = 0; d < g_.value_dim; ++d)
+      dst[d * sink.out.strides[3]] = empty ? Out(0) : Out(o[d] * inverse);
     if (sink.lse != nullptr)
-      sink.lse[b * sink.lse_batch + heads_of_[r] * g_.seq_q + queries_of_[r]] =
-          static_cast<float>(lse);
+      store_lse(sink.lse[b * sink.lse_batch + heads_of_[r] * g_.seq_q + queries_of_[r]], lse, sum,
+                max, distance);
+  }
+
+  static void store_lse(float& dst, double lse, Acc, Acc, index_t) { dst = float(lse); }
+  static void store_lse(PartialLse& dst, double, Acc sum, Acc max, index_t distance) {
+    dst = {sum == Acc(0) ? -std::numeric_limits<double>::infinity()
+                         : double(max) + std::log(double(sum)),
+           distance};
   }
 
   const Geometry& g_;
@@ -370,10 +392,11 @@ class ForwardWorker {
   TensorView<const Q> q_;
   const Source& source_;
   TaskCounters& counters_;
-  bool skip_;               // the tail skip is on
-  index_t stride_;          // query rows the scratch tiles can hold
-  index_t row_stride_ = 0;  // query rows of this task's tiles: compact for short tasks (decode)
-  index_t value_stride_;    // value_dim rounded up to whole packets
+  bool skip_;                // the tail skip is on
+  LogitRoundOff round_off_;  // of this call's logits, for the tail bound
+  index_t stride_;           // query rows the scratch tiles can hold
+  index_t row_stride_ = 0;   // query rows of this task's tiles: compact for short tasks (decode)
+  index_t value_stride_;     // value_dim rounded up to whole packets
   scratch_vector<Acc> queries_, keys_, values_, value_row_, scores_, output_;
   TileSoftmax<Acc> softmax_;
   std::vector<index_t> queries_of_, heads_of_;

@@ -21,6 +21,12 @@
 namespace alibi {
 namespace detail {
 
+/// x rounded to a float no smaller than it (NaN stays NaN).
+inline float round_up_to_float(double x) {
+  const float f = static_cast<float>(x);
+  return double(f) < x ? std::nextafter(f, HUGE_VALF) : f;
+}
+
 /// max that keeps NaN: a NaN key norm must disable the skip, not vanish.
 inline float nan_max(float a, float b) {
   return !std::isnan(a) && (std::isnan(b) || b > a) ? b : a;
@@ -42,35 +48,28 @@ class KeyNormBounds {
         block_max_(std::size_t(batch * heads * blocks_), 0.0f),
         prefix_(block_max_.size(), 0.0f) {}
 
-  /// Every key of `k`, measured in one pass (tasks over (b, kv) on `threads` threads).
+  /// The valid keys of `k` (per batch row its first `valid[b]` keys, all when `valid` is empty),
+  /// measured in one pass (tasks over (b, kv) on `threads` threads); the suffix maxima too when
+  /// `suffix`. Keys past a row's valid count are never read (a cache's unwritten tail).
   template <class T>
-  static KeyNormBounds measure(const TensorView<const T>& k, int threads) {
+  static KeyNormBounds measure(const TensorView<const T>& k, int threads,
+                               const std::vector<index_t>& valid = {}, bool suffix = false) {
     KeyNormBounds bounds(k.batch(), k.heads(), k.seq());
     parallel_tasks(k.batch() * k.heads(), threads, [&] {
-      return
-          [&](index_t pair) { bounds.add_keys(k, pair / k.heads(), pair % k.heads(), 0, k.seq()); };
+      return [&](index_t pair) {
+        const index_t b = pair / k.heads();
+        // Each task writes only its own (b, kv)'s maxima: no shared state.
+        bounds.fold_keys(k, b, pair % k.heads(), 0, valid.empty() ? k.seq() : valid[b]);
+      };
     });
+    if (suffix) bounds.prepare_suffix();
     return bounds;
   }
 
   /// Folds the norms of keys [begin, end) of (b, kv) of `k` (indexed as stored) into the maxima.
   template <class T>
   void add_keys(const TensorView<const T>& k, index_t b, index_t kv, index_t begin, index_t end) {
-    if (end <= begin) return;
-    float* maxima = block_max_.data() + (b * heads_ + kv) * blocks_;
-    for (index_t t = begin; t < end; ++t) {
-      const T* key = k.row(b, t, kv);
-      double squares = 0;
-      for (index_t d = 0; d < k.head_dim(); ++d) {
-        const double x = double(key[d * k.strides[3]]);
-        squares += x * x;
-      }
-      maxima[t / block] = nan_max(maxima[t / block], float(std::sqrt(squares)));
-    }
-    // Later blocks hold no keys yet, so the prefix maxima change only up to the last new block.
-    float* prefix = prefix_.data() + (b * heads_ + kv) * blocks_;
-    for (index_t i = begin / block; i <= (end - 1) / block; ++i)
-      prefix[i] = nan_max(i == 0 ? 0.0f : prefix[i - 1], maxima[i]);
+    fold_keys(k, b, kv, begin, end);
     suffix_ready_ = false;
   }
 
@@ -129,18 +128,55 @@ class KeyNormBounds {
   }
 
  private:
+  /// add_keys without touching the suffix flag, so that tasks over distinct (b, kv) may run it
+  /// concurrently.
+  template <class T>
+  void fold_keys(const TensorView<const T>& k, index_t b, index_t kv, index_t begin, index_t end) {
+    if (end <= begin) return;
+    float* maxima = block_max_.data() + (b * heads_ + kv) * blocks_;
+    for (index_t t = begin; t < end; ++t) {
+      const T* key = k.row(b, t, kv);
+      double squares = 0;
+      for (index_t d = 0; d < k.head_dim(); ++d) {
+        const double x = double(key[d * k.strides[3]]);
+        squares += x * x;
+      }
+      // Rounded up to float: the bound must stay an upper bound.
+      maxima[t / block] = nan_max(maxima[t / block], round_up_to_float(std::sqrt(squares)));
+    }
+    // Later blocks hold no keys yet, so the prefix maxima change only up to the last new block.
+    float* prefix = prefix_.data() + (b * heads_ + kv) * blocks_;
+    for (index_t i = begin / block; i <= (end - 1) / block; ++i)
+      prefix[i] = nan_max(i == 0 ? 0.0f : prefix[i - 1], maxima[i]);
+  }
+
   index_t heads_ = 0, blocks_ = 0;
   std::vector<float> block_max_, prefix_, suffix_;
   bool suffix_ready_ = false;
 };
 
+/// How far the kernel's logits, in a type of unit round-off `round_off` (2^-24 for float) over
+/// head_dim `dim`, may lie above the exact ones, relative to each term (Higham's gamma_n): the
+/// dot product of a D-long sum carries gamma_D |q| |k|, the bias and the running max one
+/// rounding each. A bound that adds these stays a proof for any D.
+struct LogitRoundOff {
+  double dot = 0, bias = 0;  // relative to |q| |k| and to m d + |M|
+
+  static LogitRoundOff of(double round_off, index_t dim) {
+    const double n = double(dim + 2) * round_off;  // D products and sums, the scale, the norm
+    return {n < 0.5 ? n / (1 - n) : HUGE_VAL, 4 * round_off};
+  }
+};
+
 /// The bound above for one side of one row: keys from distance `distance` on, the largest of
-/// their norms `key_norm`. Infinite when it cannot bound (distance or slope not positive).
+/// their norms `key_norm`, their logits computed with `round_off` error at most. Infinite when
+/// it cannot bound (distance or slope not positive).
 inline double tail_weight(double query_norm, double key_norm, double slope, index_t distance,
-                          double max) {
+                          double max, const LogitRoundOff& round_off) {
   if (!(slope > 0) || distance <= 0) return HUGE_VAL;
-  // Norms carry float round-off; a relative margin keeps the bound an upper bound.
-  const double exponent = query_norm * key_norm * (1 + 1e-5) - slope * double(distance) - max;
+  const double dot = query_norm * key_norm, bias = slope * double(distance);
+  const double exponent =
+      dot * (1 + round_off.dot) - bias - max + round_off.bias * (bias + std::fabs(max));
   return std::exp(exponent) / -std::expm1(-slope);
 }
 

@@ -10,9 +10,12 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "geometry.hpp"
+#include "numeric.hpp"
 #include "overflow.hpp"
+#include "overlap.hpp"
 
 namespace alibi {
 namespace detail {
@@ -68,6 +71,13 @@ void check_view(const char* fn, const char* name, const TensorView<T>& view) {
                  shape_string(view.shape));
   if (view.size() > 0 && view.data == nullptr)
     fail(fn, std::string(name) + " is null but has shape " + shape_string(view.shape));
+  // Strides of one-element dimensions are never used to reach an element, but arithmetic on
+  // them must not overflow either.
+  // (element_reach bounds the others).
+  for (int i = 0; i < 4; ++i)
+    if (view.shape[i] <= 1 && (view.strides[i] < -max_elements || view.strides[i] > max_elements))
+      fail(fn, std::string(name) + " strides overflow with shape " + shape_string(view.shape) +
+                   ", strides " + shape_string(view.strides) + " (a stride beyond +-2^59)");
   if (view.size() > 0) element_reach(fn, name, view);
 }
 
@@ -91,29 +101,23 @@ ByteSpan byte_span(const char* fn, const char* name, const TensorView<T>& view) 
 }
 
 /// No two elements of an output view share an address (else threads would race and results
-/// would be overwritten): sorted by stride, each stride must step past everything below it.
+/// would be overwritten): exact, see overlap.hpp.
 template <class T>
 void check_distinct_elements(const char* fn, const char* name, const TensorView<T>& view) {
   if (view.size() == 0) return;
-  std::array<int, 4> order{0, 1, 2, 3};
-  // check_view bounded every used stride by 2^59; unused ones (extent 1) are never read.
-  auto magnitude = [&](int i) {
-    return view.shape[i] == 1 ? 0 : view.strides[i] < 0 ? -view.strides[i] : view.strides[i];
-  };
-  std::sort(order.begin(), order.end(), [&](int a, int b) { return magnitude(a) < magnitude(b); });
-  index_t covered = 0;  // largest offset reachable using the smaller-stride dimensions
-  for (int i : order) {
-    if (view.shape[i] == 1) continue;
-    if (magnitude(i) <= covered)
-      fail(fn, std::string(name) + " has overlapping elements: shape " + shape_string(view.shape) +
-                   ", strides " + shape_string(view.strides));
-    covered += magnitude(i) * (view.shape[i] - 1);
-  }
+  if (has_duplicate_elements(lattice_of(view)))
+    fail(fn, std::string(name) + " has overlapping elements: shape " + shape_string(view.shape) +
+                 ", strides " + shape_string(view.strides));
 }
 
 /// Params that fit a call with this batch, query heads and key count.
 inline void check_params(const char* fn, const Params& params, index_t batch, index_t heads,
                          index_t seq_k) {
+  // batch x heads (slopes, lse rows) need not fit when a view is empty in another extent.
+  index_t rows = 0;
+  if (mul_overflows(batch, heads, &rows) || rows > max_elements)
+    fail(fn, "batch " + std::to_string(batch) + " x " + std::to_string(heads) +
+                 " query heads is more than memory can hold");
   const auto ns = static_cast<index_t>(params.slopes.size());
   if (ns == 0 && heads > std::numeric_limits<int>::max())
     fail(fn, "default slopes need at most 2^31 - 1 heads, got " + std::to_string(heads) +
@@ -210,8 +214,11 @@ Geometry forward_geometry(const char* fn, const TensorView<const T>& q,
 
   check_params(fn, params, q.batch(), q.heads(), k.seq());
   check_seqlens_q(fn, params, q.batch(), q.seq());
-  return Geometry(q.batch(), q.seq(), k.seq(), q.heads(), k.heads(), q.head_dim(), v.head_dim(),
-                  params);
+  Geometry g(q.batch(), q.seq(), k.seq(), q.heads(), k.heads(), q.head_dim(), v.head_dim(), params);
+  // The default tolerance is the round-off of the type the call accumulates in.
+  if (std::is_same<accum_t<T>, double>::value && params.tail_tolerance == Params::round_off)
+    g.tail_tolerance = 0x1p-53f;
+  return g;
 }
 
 /// Validates a forward call and resolves its geometry.
@@ -223,21 +230,21 @@ Geometry validate_forward(const char* fn, const TensorView<const T>& q,
   const index_t heads = q.heads(), batch = q.batch();
   const std::string os = shape_string(out.shape);
   check_distinct_elements(fn, "out", out);
-  const ByteSpan out_span = byte_span(fn, "out", out);
-  const ByteSpan inputs[] = {byte_span(fn, "q", q), byte_span(fn, "k", k), byte_span(fn, "v", v)};
+  // Element by element (overlap.hpp): out may interleave with the inputs in one buffer.
+  const ByteLattice out_elements = lattice_of(out);
+  const ByteLattice inputs[] = {lattice_of(q), lattice_of(k), lattice_of(v)};
   const char* names[] = {"q", "k", "v"};
   for (int i = 0; i < 3; ++i)
-    if (out_span.overlaps(inputs[i]))
+    if (share_bytes(out_elements, inputs[i]))
       fail(fn, std::string("out ") + os + " overlaps " + names[i] + " in memory");
   if (lse != nullptr) {
-    const auto base = reinterpret_cast<std::uintptr_t>(lse);
-    const ByteSpan lse_span{
-        base, base + static_cast<std::uintptr_t>(batch * heads * q.seq()) * sizeof(float)};
-    if (lse_span.overlaps(out_span))
+    const ByteLattice lse_elements =
+        lattice_of_array(lse, batch * heads * q.seq(), index_t(sizeof(float)));
+    if (share_bytes(lse_elements, out_elements))
       fail(fn, "lse [" + std::to_string(batch) + ", " + std::to_string(heads) + ", " +
                    std::to_string(q.seq()) + "] overlaps out in memory");
     for (int i = 0; i < 3; ++i)
-      if (lse_span.overlaps(inputs[i]))
+      if (share_bytes(lse_elements, inputs[i]))
         fail(fn, std::string("lse overlaps ") + names[i] + " in memory");
   }
   return g;

@@ -1,6 +1,6 @@
 #pragma once
 // Checks of a backward call: the forward's, plus the gradients' and out/dout's shapes, null lse,
-// and gradients that overlap each other or an input.
+// and gradients that share an element with each other or an input (overlap.hpp).
 
 #include <algorithm>
 #include <string>
@@ -10,27 +10,6 @@
 
 namespace alibi {
 namespace detail {
-
-/// Whether two views share an element. Interleaved views (dq, dk, dv inside one packed QKV
-/// gradient) have overlapping spans but distinct elements: then every address is compared,
-/// O(n log n), small next to the backward itself.
-template <class T>
-bool share_elements(const char* fn, const TensorView<T>& a, const TensorView<T>& b) {
-  if (!byte_span(fn, "a", a).overlaps(byte_span(fn, "b", b))) return false;
-  std::vector<const T*> addresses;
-  addresses.reserve(std::size_t(a.size()));
-  for (index_t i = 0; i < a.batch(); ++i)
-    for (index_t s = 0; s < a.seq(); ++s)
-      for (index_t h = 0; h < a.heads(); ++h)
-        for (index_t d = 0; d < a.head_dim(); ++d) addresses.push_back(&a(i, s, h, d));
-  std::sort(addresses.begin(), addresses.end());
-  for (index_t i = 0; i < b.batch(); ++i)
-    for (index_t s = 0; s < b.seq(); ++s)
-      for (index_t h = 0; h < b.heads(); ++h)
-        for (index_t d = 0; d < b.head_dim(); ++d)
-          if (std::binary_search(addresses.begin(), addresses.end(), &b(i, s, h, d))) return true;
-  return false;
-}
 
 template <class T>
 Geometry validate_backward(const char* fn, const TensorView<const T>& q,
@@ -68,28 +47,22 @@ Geometry validate_backward(const char* fn, const TensorView<const T>& q,
   if (lse == nullptr && rows > 0)
     fail(fn, "lse is null: the backward needs the forward's lse [" + std::to_string(g.batch) +
                  ", " + std::to_string(g.heads_q) + ", " + std::to_string(g.seq_q) + "]");
-  const ByteSpan inputs[] = {byte_span(fn, "q", q),
-                             byte_span(fn, "k", k),
-                             byte_span(fn, "v", v),
-                             byte_span(fn, "out", out),
-                             byte_span(fn, "dout", dout),
-                             lse == nullptr
-                                 ? ByteSpan{}
-                                 : ByteSpan{reinterpret_cast<std::uintptr_t>(lse),
-                                            reinterpret_cast<std::uintptr_t>(lse + rows)}};
+  // Element by element (overlap.hpp): dq, dk and dv may interleave in one packed gradient.
+  const ByteLattice inputs[] = {
+      lattice_of(q),    lattice_of(k),
+      lattice_of(v),    lattice_of(out),
+      lattice_of(dout), lattice_of_array(lse, lse == nullptr ? 0 : rows, index_t(sizeof(float)))};
   const char* input_names[] = {"q", "k", "v", "out", "dout", "lse"};
-  const ByteSpan outputs[] = {byte_span(fn, "dq", dq), byte_span(fn, "dk", dk),
-                              byte_span(fn, "dv", dv)};
+  const ByteLattice outputs[] = {lattice_of(dq), lattice_of(dk), lattice_of(dv)};
   const char* output_names[] = {"dq", "dk", "dv"};
   for (int o = 0; o < 3; ++o) {
     for (int i = 0; i < 6; ++i)
-      if (outputs[o].overlaps(inputs[i]))
+      if (share_bytes(outputs[o], inputs[i]))
         fail(fn, std::string(output_names[o]) + " overlaps " + input_names[i] + " in memory");
   }
-  const TensorView<T>* gradients[] = {&dq, &dk, &dv};
   for (int o = 0; o < 3; ++o)
     for (int p = o + 1; p < 3; ++p)
-      if (share_elements(fn, *gradients[o], *gradients[p]))
+      if (share_bytes(outputs[o], outputs[p]))
         fail(fn, std::string(output_names[o]) + " overlaps " + output_names[p] + " in memory");
   return g;
 }
