@@ -125,6 +125,9 @@ std::vector<BadCase> bad_attention_cases() {
        {"params.slopes[5] is not finite"}},
       {[](Call& c) { c.params.slopes = slopes_with(B * Hq, 11, -inf); },
        {"params.slopes[11] is not finite"}},
+      // Its bias at 2^60 positions would overflow float (a row's lse read as -inf: no keys).
+      {[](Call& c) { c.params.slopes = slopes_with(Hq, 2, 1e30f); },
+       {"params.slopes[2] is not finite within +-2^64", "1000000015047466219876688855040"}},
       {[](Call& c) { c.params.scale = -0.5f; }, {"params.scale must be finite and >= 0", "-0.5"}},
       {[](Call& c) { c.params.scale = nan_value; }, {"params.scale", "nan"}},
       {[](Call& c) { c.params.scale = inf; }, {"params.scale", "inf"}},

@@ -128,9 +128,14 @@ inline void check_params(const char* fn, const Params& params, index_t batch, in
                  ", so it needs " + std::to_string(heads) +
                  (batch == 1 ? std::string() : " or " + std::to_string(batch * heads)) +
                  " (or none)");
+  // Positions reach +-2^59, so distances 2^61: a slope within +-2^64 keeps every bias (and so
+  // every lse) a finite float, 8x below its overflow; beyond it a row's lse would round to
+  // -inf and read as a row with no keys.
+  constexpr float max_slope = 18446744073709551616.0f;  // 2^64
   for (std::size_t i = 0; i < params.slopes.size(); ++i)
-    if (!std::isfinite(params.slopes[i]))
-      fail(fn, "params.slopes[" + std::to_string(i) + "] is not finite");
+    if (!(std::abs(params.slopes[i]) <= max_slope))
+      fail(fn, "params.slopes[" + std::to_string(i) + "] is not finite within +-2^64 (got " +
+                   std::to_string(params.slopes[i]) + ")");
   if (!(params.scale >= 0.0f) || !std::isfinite(params.scale))
     fail(fn, "params.scale must be finite and >= 0 (0 means 1/sqrt(head_dim)), got " +
                  std::to_string(params.scale));
