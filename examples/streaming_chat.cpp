@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -84,9 +85,8 @@ Options parse(int argc, char** argv) {
       o.tokens = number();
     } else if (a == "--budget-mib") {
       o.budget_mib = number();
-      // Beyond this the byte count overflows on 32-bit size_t; no session needs a larger budget.
-      if (o.budget_mib > (1 << 20)) {
-        std::fprintf(stderr, "alibi_streaming_chat: --budget-mib %lld is above 1048576 (1 TiB)\n",
+      if ((unsigned long long)(o.budget_mib) > (std::numeric_limits<std::size_t>::max() >> 20)) {
+        std::fprintf(stderr, "alibi_streaming_chat: --budget-mib %lld MiB do not fit in size_t\n",
                      o.budget_mib);
         std::exit(2);
       }
@@ -160,7 +160,7 @@ int run(const Options& o) {
       v_all.insert(v_all.end(), v.begin(), v.end());
     }
   };
-  // One call's certificate, the largest of the turn's kept.
+  // A turn prints its largest certificate: the one that bounds every output of the turn.
   const auto certify = [&](double* turn_bound) {
     if (!std::isfinite(stats.evicted_weight_bound)) finite_bounds = false;
     *turn_bound = std::max(*turn_bound, stats.evicted_weight_bound);
