@@ -63,7 +63,8 @@ inline void prefetch_line(const void* address) {
 /// The horizontal sums of 16 packets of 16 floats as one packet: lane 4a + b holds the sum of
 /// v[4b + a]. Four levels of shuffles and adds (halves, quarters, pairs, lanes) instead of sixteen
 /// reductions, for blocks of dot products.
-EIGEN_ALWAYS_INLINE Eigen::internal::Packet16f transposed_sums(const Eigen::internal::Packet16f (&v)[16]) {
+EIGEN_ALWAYS_INLINE Eigen::internal::Packet16f transposed_sums(
+    const Eigen::internal::Packet16f (&v)[16]) {
   Eigen::internal::Packet16f halves[8], quarters[4], pairs[2];
   for (int i = 0; i < 8; ++i)
     halves[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0x44),
@@ -83,7 +84,8 @@ EIGEN_ALWAYS_INLINE Eigen::internal::Packet16f transposed_sums(const Eigen::inte
 /// takes acc by address, and GCC then keeps the caller's accumulators in memory, storing each
 /// after every FMA of the dot products (measured: half the decode walk's samples on those stores).
 template <class Packet, int R, int S>
-EIGEN_ALWAYS_INLINE void store_sums(const Packet (&acc)[R][S], packet_scalar<Packet>* sums, index_t stride) {
+EIGEN_ALWAYS_INLINE void store_sums(const Packet (&acc)[R][S], packet_scalar<Packet>* sums,
+                                    index_t stride) {
   using namespace Eigen::internal;
 #ifdef EIGEN_VECTORIZE_AVX512
   if constexpr (R * S == 16 && unpacket_traits<Packet>::size == 16 &&
