@@ -3,20 +3,24 @@
 // from the forward's lse, dS = P (dP - D) with D = rowsum(dout out). Two passes, each task the
 // sole writer of what it produces, so the result is the same for any thread count:
 //   keys pass:    a task is one key tile of one (batch, kv head); it walks the query blocks that
-//                 can attend it and accumulates dk = scale dSᵀ q and dv = Pᵀ dout;
+//                 can attend it and accumulates dk = scale dSᵀ q and dv = Pᵀ dout. A worker
+//                 keeps the blocks of its (batch, kv head) packed: its next task mostly walks
+//                 the same ones, and repacking them per key tile cost a quarter of the pass;
 //   queries pass: a task is a forward task (a block of query rows); it walks its key tiles and
 //                 accumulates dq = scale dS k and the rows' slope gradients sum dS (-|p - t|).
 // Every product is a register-blocked micro-tile (micro_kernel.hpp); P and dS are made in the
-// products' epilogues. Extra memory is O(threads x tile).
+// products' epilogues. Extra memory is O(threads x (tile + seq_q x group x head dims)).
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <type_traits>
 #include <vector>
 
 #include <Eigen/Core>
 
+#include "backward_rows.hpp"
 #include "forward.hpp"
 #include "geometry.hpp"
 #include "kernel_traits.hpp"
@@ -30,114 +34,46 @@
 namespace alibi {
 namespace detail {
 
-template <class T>
-struct BackwardViews {
-  TensorView<const T> q, k, v, out, dout;
-  const float* lse;
-  TensorView<T> dq, dk, dv;
-  /// In double, each row's lse recomputed relative to its bias offset (LseRefiner); else empty.
-  std::vector<double> exact_lse = {};
-};
-
-/// What both passes share: a block of query rows (the heads of one kv group at consecutive
-/// positions) packed for the products, with their softmax shift and D, and key and value tiles
-/// as rows of whole packets.
+/// What both passes share: a packed block of query rows (backward_rows.hpp), and key and value
+/// tiles as rows of whole packets.
 template <class T>
 class BackwardBlock {
  protected:
   using Acc = accum_t<T>;
   using Traits = kernel_traits<Acc>;
   using Packet = typename Traits::Packet;
+  using Rows = BackwardRows<T>;
   static constexpr index_t W = Traits::width, KB = Traits::key_block;
   static constexpr int MR = Traits::micro_rows, NP = Traits::micro_packets;
 
-  BackwardBlock(const Geometry& g, const ForwardTasks& tasks, const BackwardViews<T>& x)
+  /// `slots`: the packed blocks kept, 1 for a pass that packs each block once, tasks.blocks for
+  /// one that reuses each block of a (batch, kv head) across its key tiles.
+  BackwardBlock(const Geometry& g, const ForwardTasks& tasks, const BackwardViews<T>& x,
+                index_t slots = 1)
       : g_(g),
         tasks_(tasks),
         x_(x),
         capacity_(tasks.rows),
         dim_(round_up(g.head_dim, W)),
         value_dim_(round_up(g.value_dim, W)),
-        queries_t_(std::size_t(g.head_dim * (capacity_ + Traits::line)), Acc(0)),
-        queries_(std::size_t(capacity_ * dim_), Acc(0)),
-        douts_t_(std::size_t(g.value_dim * (capacity_ + Traits::line)), Acc(0)),
-        douts_(std::size_t(capacity_ * value_dim_), Acc(0)),
         keys_(std::size_t(KB * dim_), Acc(0)),
         values_(std::size_t(KB * value_dim_), Acc(0)),
         probs_(std::size_t(KB * (capacity_ + Traits::line)), Acc(0)),
         grads_(std::size_t(KB * (capacity_ + Traits::line)), Acc(0)),
-        shift_(std::size_t(capacity_)),
-        row_dot_(std::size_t(capacity_)),
         slope_grad_(std::size_t(capacity_)),
-        row_lse_(std::size_t(capacity_)),
-        softmax_(capacity_),
-        queries_of_(std::size_t(capacity_)),
-        heads_of_(std::size_t(capacity_)) {}
+        packed_(std::size_t(slots)) {}
 
-  /// Rows of query block `block` of (b, kv): returns their number and the keys any can attend.
+  /// Rows of query block `block` of (b, kv), packed into their slot unless it holds them: returns
+  /// their number and the keys any can attend.
   KeyRange load_block(index_t b, index_t kv, index_t block) {
-    const index_t i0 = tasks_.block_begin(block), n = tasks_.block_size(block);
-    rows_ = tasks_.group * n;
-    stride_ = Traits::unaliased_stride(round_up(rows_, Traits::row_unit));
-    std::fill(queries_t_.begin(), queries_t_.end(), Acc(0));
-    std::fill(douts_t_.begin(), douts_t_.end(), Acc(0));
-    std::fill(queries_.begin(), queries_.end(), Acc(0));
-    std::fill(douts_.begin(), douts_.end(), Acc(0));
-    KeyRange span{std::numeric_limits<index_t>::max(), std::numeric_limits<index_t>::min()};
-    const Acc scale = Acc(g_.scale);
-    for (index_t r = 0; r < capacity_; ++r) {
-      slope_grad_[r] = Acc(0);
-      row_lse_[std::size_t(r)] = -std::numeric_limits<double>::infinity();
-      if (r >= rows_) {  // padding: no keys, zero weights
-        softmax_.clear_row(r);
-        shift_[r] = Acc(0);
-        row_dot_[r] = Acc(0);
-        continue;
-      }
-      const index_t h = kv * tasks_.group + r / n, i = i0 + r % n;
-      heads_of_[r] = h;
-      queries_of_[r] = i;
-      const index_t position = g_.query_position(b, i);
-      const KeyRange keys = g_.query_keys(b, i);
-      const index_t offset = g_.bias_offset(position, keys, KB);
-      softmax_.set_row(r, position, keys, Acc(g_.slope(b, h)), offset);
-      if (i >= g_.valid_queries(b)) {  // padding (seqlens_q): never read, dq 0
-        shift_[r] = std::numeric_limits<Acc>::infinity();
-        row_dot_[r] = Acc(0);
-        continue;
-      }
-      const T* q = x_.q.row(b, i, h);
-      for (index_t d = 0; d < g_.head_dim; ++d) {
-        const Acc value = Acc(q[d * x_.q.strides[3]]) * scale;
-        queries_t_[d * stride_ + r] = value;
-        queries_[r * dim_ + d] = value;
-      }
-      const T* dout = x_.dout.row(b, i, h);
-      const T* out = x_.out.row(b, i, h);
-      Acc dot = 0;
-      for (index_t d = 0; d < g_.value_dim; ++d) {
-        const Acc value = Acc(dout[d * x_.dout.strides[3]]);
-        douts_t_[d * stride_ + r] = value;
-        douts_[r * value_dim_ + d] = value;
-        dot += value * Acc(out[d * x_.out.strides[3]]);
-      }
-      row_dot_[r] = dot;
-      // P = exp(logit - lse); a row with no allowed key (lse -inf) has only -inf logits.
-      const index_t row = (b * g_.heads_q + h) * g_.seq_q + i;
-      // The logits are computed with the bias offset taken out (Geometry::bias_offset); the
-      // recomputed lse (exact_lse) already is relative to it.
-      const double lse = x_.exact_lse.empty() ? double(x_.lse[row]) + double(g_.slope(b, h)) *
-                                                                          double(std::abs(offset))
-                                              : x_.exact_lse[std::size_t(row)];
-      shift_[r] = lse == -std::numeric_limits<double>::infinity()
-                      ? std::numeric_limits<Acc>::infinity()
-                      : Acc(lse);
-      row_lse_[std::size_t(r)] = lse;
-      if (keys.empty()) continue;
-      span.begin = std::min(span.begin, keys.begin);
-      span.end = std::max(span.end, keys.end);
-    }
-    return span.empty() ? KeyRange{} : span;
+    auto& slot = packed_[std::size_t(block) % packed_.size()];
+    if (!slot) slot = std::make_unique<Rows>(g_, capacity_);
+    slot->pack(g_, tasks_, x_, b, kv, block);
+    block_ = slot.get();
+    rows_ = block_->rows;
+    stride_ = block_->stride;
+    std::fill(slope_grad_.begin(), slope_grad_.end(), Acc(0));
+    return block_->span;
   }
 
   /// Keys and values [t0, t0 + cols) of kv head `kv` as rows of whole packets, zero beyond cols
@@ -154,20 +90,21 @@ class BackwardBlock {
   /// tile when `whole`, for products that read every column).
   void probabilities_and_grads(index_t t0, index_t cols, StridedOperand<Acc> keys,
                                StridedOperand<Acc> values, bool whole, bool slope_grads) {
-    softmax_.prepare(rows_, t0, cols, g_.key_position(t0));
+    block_->softmax.prepare(rows_, t0, cols, g_.key_position(t0));
     const index_t packets = (rows_ + W - 1) / W;
     for (index_t j0 = 0; j0 < packets; j0 += NP) {
       const index_t n = std::min<index_t>(NP, packets - j0);
-      KeyRange columns = whole ? KeyRange{0, cols} : softmax_.columns(j0 * W, n * W);
+      KeyRange columns = whole ? KeyRange{0, cols} : block_->softmax.columns(j0 * W, n * W);
       for (index_t c0 = columns.begin / MR * MR; c0 < columns.end; c0 += MR) {
         micro_tile_columns<Packet, MR, NP, false>(
             n, StridedOperand<Acc>{keys.data + c0 * keys.row_stride, keys.row_stride, 1},
-            queries_t_.data() + j0 * W, stride_, g_.head_dim, probs_.data() + c0 * stride_ + j0 * W,
-            stride_, ProbabilityTile{this}, c0, j0);
+            block_->queries_t.data() + j0 * W, stride_, g_.head_dim,
+            probs_.data() + c0 * stride_ + j0 * W, stride_, ProbabilityTile{this}, c0, j0);
         micro_tile_columns<Packet, MR, NP, false>(
             n, StridedOperand<Acc>{values.data + c0 * values.row_stride, values.row_stride, 1},
-            douts_t_.data() + j0 * W, stride_, g_.value_dim, grads_.data() + c0 * stride_ + j0 * W,
-            stride_, GradientTile{this, slope_grads}, c0, j0);
+            block_->douts_t.data() + j0 * W, stride_, g_.value_dim,
+            grads_.data() + c0 * stride_ + j0 * W, stride_, GradientTile{this, slope_grads}, c0,
+            j0);
       }
     }
   }
@@ -175,17 +112,17 @@ class BackwardBlock {
   /// For keys [t0, t0 + cols): P over the columns each group of rows can attend, summed into
   /// sums[r] (the rows' sum of exp(logit - lse), 1 up to the rounding of lse).
   void logit_sums(index_t t0, index_t cols, StridedOperand<Acc> keys, double* max, double* sums) {
-    softmax_.prepare(rows_, t0, cols, g_.key_position(t0));
+    block_->softmax.prepare(rows_, t0, cols, g_.key_position(t0));
     const index_t packets = (rows_ + W - 1) / W;
     for (index_t j0 = 0; j0 < packets; j0 += NP) {
       const index_t n = std::min<index_t>(NP, packets - j0);
-      const KeyRange columns = softmax_.columns(j0 * W, n * W);
+      const KeyRange columns = block_->softmax.columns(j0 * W, n * W);
       const index_t c_begin = columns.begin / MR * MR;
       for (index_t c0 = c_begin; c0 < columns.end; c0 += MR)
         micro_tile_columns<Packet, MR, NP, false>(
             n, StridedOperand<Acc>{keys.data + c0 * keys.row_stride, keys.row_stride, 1},
-            queries_t_.data() + j0 * W, stride_, g_.head_dim, probs_.data() + c0 * stride_ + j0 * W,
-            stride_, ProbabilityTile{this, true}, c0, j0);
+            block_->queries_t.data() + j0 * W, stride_, g_.head_dim,
+            probs_.data() + c0 * stride_ + j0 * W, stride_, ProbabilityTile{this, true}, c0, j0);
       // The online softmax in double, over the raw (offset) logits.
       for (index_t r = j0 * W; r < std::min(rows_, (j0 + n) * W); ++r)
         for (index_t c = c_begin; c < columns.end; ++c) {
@@ -209,11 +146,11 @@ class BackwardBlock {
     void operator()(Packet (&acc)[MR_][NP_], Acc* out, index_t out_stride, index_t key,
                     index_t packet) const {
       using namespace Eigen::internal;
-      const auto& s = block->softmax_;
+      const auto& s = block->block_->softmax;
       for (int j = 0; j < NP_; ++j) {
         const index_t r0 = (packet + j) * W;
         const BiasMask<Acc> bias = s.bias_mask(r0);
-        const Packet shift = pload<Packet>(&block->shift_[r0]);
+        const Packet shift = pload<Packet>(&block->block_->shift[r0]);
         const bool masked = s.edge(r0);
         for (int i = 0; i < MR_; ++i) {
           const Packet logit = bias(acc[i][j], pset1<Packet>(Acc(key + i)), masked);
@@ -235,8 +172,8 @@ class BackwardBlock {
       const Acc* probs = block->probs_.data() + key * out_stride + packet * W;
       for (int j = 0; j < NP_; ++j) {
         const index_t r0 = (packet + j) * W;
-        const Packet row_dot = pload<Packet>(&block->row_dot_[r0]);
-        const BiasMask<Acc> bias = block->softmax_.bias_mask(r0);
+        const Packet row_dot = pload<Packet>(&block->block_->row_dot[r0]);
+        const BiasMask<Acc> bias = block->block_->softmax.bias_mask(r0);
         Packet slope_grad = pset1<Packet>(Acc(0));
         for (int i = 0; i < MR_; ++i) {
           const Packet p = pload<Packet>(probs + i * out_stride + j * W);
@@ -258,16 +195,15 @@ class BackwardBlock {
   const BackwardViews<T>& x_;
   index_t capacity_, dim_, value_dim_;  // rows the buffers hold; head dims in whole packets
   index_t rows_ = 0, stride_ = 0;       // this block's rows, and its row stride
-  scratch_vector<Acc> queries_t_, queries_, douts_t_, douts_, keys_, values_, probs_, grads_;
-  // Per row: the softmax shift, rowsum(dout out), and sum dS (-(|p - t| - |offset|)): the slope
-  // gradient with the bias offset taken out. Leaving out |offset| sum dS is exact, since the dS
-  // of a row sum to 0 (P sums to 1 and D = sum P dP); kept, it would multiply the rounding of
-  // out, in D, by the distance, and break the gradient's invariance under a shift of all
-  // distances (measured: 10.54 at a gap of 0, 905 at 1e9).
-  scratch_vector<Acc> shift_, row_dot_, slope_grad_;
-  std::vector<double> row_lse_;  // the shift in double: the lse relative to the bias offset
-  TileSoftmax<Acc> softmax_;  // the rows' positions, key ranges, slopes and per-tile masks
-  std::vector<index_t> queries_of_, heads_of_;
+  scratch_vector<Acc> keys_, values_, probs_, grads_;
+  // Per row: sum dS (-(|p - t| - |offset|)), the slope gradient with the bias offset taken out.
+  // Leaving out |offset| sum dS is exact, since the dS of a row sum to 0 (P sums to 1 and
+  // D = sum P dP); kept, it would multiply the rounding of out, in D, by the distance, and break
+  // the gradient's invariance under a shift of all distances (measured: 10.54 at a gap of 0, 905
+  // at 1e9).
+  scratch_vector<Acc> slope_grad_;
+  std::vector<std::unique_ptr<Rows>> packed_;  // by block, modulo the slots
+  Rows* block_ = nullptr;                      // the block load_block chose
 
  private:
   StridedOperand<Acc> rows_of(const TensorView<const T>& x, index_t dim, index_t padded,
@@ -297,7 +233,7 @@ class KeyTileWorker : BackwardBlock<T> {
 
  public:
   KeyTileWorker(const Geometry& g, const ForwardTasks& tasks, const BackwardViews<T>& x)
-      : Base(g, tasks, x),
+      : Base(g, tasks, x, tasks.blocks),
         dk_(std::size_t(KB * this->dim_)),
         dv_(std::size_t(KB * this->value_dim_)) {}
 
@@ -328,14 +264,14 @@ class KeyTileWorker : BackwardBlock<T> {
           micro_tile_columns<Packet, MR, NP, true>(
               std::min<index_t>(NP, this->value_dim_ / W - j0),
               StridedOperand<Acc>{this->probs_.data() + c0 * this->stride_, this->stride_, 1},
-              this->douts_.data() + j0 * W, this->value_dim_, depth,
+              this->block_->douts.data() + j0 * W, this->value_dim_, depth,
               dv_.data() + c0 * this->value_dim_ + j0 * W, this->value_dim_, StoreTile{}, c0, j0);
       for (index_t j0 = 0; j0 < this->dim_ / W; j0 += NP)
         for (index_t c0 = 0; c0 < covered; c0 += MR)
           micro_tile_columns<Packet, MR, NP, true>(
               std::min<index_t>(NP, this->dim_ / W - j0),
               StridedOperand<Acc>{this->grads_.data() + c0 * this->stride_, this->stride_, 1},
-              this->queries_.data() + j0 * W, this->dim_, depth,
+              this->block_->queries.data() + j0 * W, this->dim_, depth,
               dk_.data() + c0 * this->dim_ + j0 * W, this->dim_, StoreTile{}, c0, j0);
     }
     for (index_t c = 0; c < cols; ++c) {
@@ -387,7 +323,7 @@ class QueryBlockWorker : BackwardBlock<T> {
       // micro-tile of rows over the keys it can attend.
       for (index_t j0 = 0; j0 < this->dim_ / W; j0 += NP)
         for (index_t r0 = 0; r0 < rows; r0 += MR) {
-          const KeyRange columns = this->softmax_.columns(r0, MR);
+          const KeyRange columns = this->block_->softmax.columns(r0, MR);
           if (columns.empty()) continue;
           micro_tile_columns<Packet, MR, NP, true>(
               std::min<index_t>(NP, this->dim_ / W - j0),
@@ -400,12 +336,12 @@ class QueryBlockWorker : BackwardBlock<T> {
     }
     const Acc scale = Acc(g.scale);
     for (index_t r = 0; r < rows; ++r) {
-      T* dq = this->x_.dq.row(b, this->queries_of_[r], this->heads_of_[r]);
+      T* dq = this->x_.dq.row(b, this->block_->queries_of[r], this->block_->heads_of[r]);
       for (index_t d = 0; d < g.head_dim; ++d)
         dq[d * this->x_.dq.strides[3]] = T(dq_[r * this->dim_ + d] * scale);
       if (slope_grads_ != nullptr)
         (*slope_grads_)[std::size_t(task * this->tasks_.group +
-                                    this->heads_of_[r] % this->tasks_.group)] +=
+                                    this->block_->heads_of[r] % this->tasks_.group)] +=
             double(this->slope_grad_[r]) - offset_slope_grad(r);
     }
   }
@@ -420,12 +356,12 @@ class QueryBlockWorker : BackwardBlock<T> {
   double offset_slope_grad(index_t r) const {
     const Geometry& g = this->g_;
     if (!g.has_sinks() || r >= this->rows_) return 0;
-    const double distance = double(std::abs(this->softmax_.offset(r)));
-    const double lse = this->row_lse_[std::size_t(r)];
+    const double distance = double(std::abs(this->block_->softmax.offset(r)));
+    const double lse = this->block_->lse[std::size_t(r)];
     if (distance == 0 || !std::isfinite(lse)) return 0;
-    const double sink = double(g.sink_logits[std::size_t(this->heads_of_[r])]) +
-                        double(this->softmax_.slope(r)) * distance;
-    return distance * double(this->row_dot_[r]) * std::exp(sink - lse);
+    const double sink = double(g.sink_logits[std::size_t(this->block_->heads_of[r])]) +
+                        double(this->block_->softmax.slope(r)) * distance;
+    return distance * double(this->block_->row_dot[r]) * std::exp(sink - lse);
   }
 };
 
@@ -461,12 +397,12 @@ class LseRefiner : BackwardBlock<T> {
                        : -std::numeric_limits<double>::infinity();
       // A learned sink is a term of the row's sum too, relative to the same offset.
       if (g.has_sinks())
-        lse = fold_sink(lse, double(g.sink_logits[std::size_t(this->heads_of_[r])]) +
-                                 double(this->softmax_.slope(r)) *
-                                     double(std::abs(this->softmax_.offset(r))))
+        lse = fold_sink(lse, double(g.sink_logits[std::size_t(this->block_->heads_of[r])]) +
+                                 double(this->block_->softmax.slope(r)) *
+                                     double(std::abs(this->block_->softmax.offset(r))))
                   .lse;
-      exact_[std::size_t((b * g.heads_q + this->heads_of_[r]) * g.seq_q + this->queries_of_[r])] =
-          lse;
+      exact_[std::size_t((b * g.heads_q + this->block_->heads_of[r]) * g.seq_q +
+                         this->block_->queries_of[r])] = lse;
     }
   }
 
