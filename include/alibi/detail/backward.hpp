@@ -8,6 +8,8 @@
 //                 the same ones, and repacking them per key tile cost a quarter of the pass;
 //   queries pass: a task is a forward task (a block of query rows); it walks its key tiles and
 //                 accumulates dq = scale dS k and the rows' slope gradients sum dS (-|p - t|).
+// With a (batch, kv head) for every thread, one task per (batch, kv head) does both (PairWorker)
+// and makes P and dS once instead of twice, with the same bits.
 // Every product is a register-blocked micro-tile (micro_kernel.hpp); P and dS are made in the
 // products' epilogues. Extra memory is O(threads x (tile + seq_q x group x head dims)).
 
@@ -60,7 +62,6 @@ class BackwardBlock {
         values_(std::size_t(KB * value_dim_), Acc(0)),
         probs_(std::size_t(KB * (capacity_ + Traits::line)), Acc(0)),
         grads_(std::size_t(KB * (capacity_ + Traits::line)), Acc(0)),
-        slope_grad_(std::size_t(capacity_)),
         packed_(std::size_t(slots)) {}
 
   /// Rows of query block `block` of (b, kv), packed into their slot unless it holds them: returns
@@ -72,7 +73,6 @@ class BackwardBlock {
     block_ = slot.get();
     rows_ = block_->rows;
     stride_ = block_->stride;
-    std::fill(slope_grad_.begin(), slope_grad_.end(), Acc(0));
     return block_->span;
   }
 
@@ -138,6 +138,91 @@ class BackwardBlock {
     }
   }
 
+  index_t key_tiles() const { return (g_.seq_k + KB - 1) / KB; }
+
+  /// Whether query block `block` of (b, kv) can attend keys [t0, t0 + cols); loads it if so.
+  bool attends(index_t b, index_t kv, index_t block, index_t t0, index_t cols) {
+    if (g_.packed()) {  // only the blocks of the sequences this tile holds keys of
+      const std::size_t seq = std::size_t(g_.sequence_of(tasks_.block_begin(block)));
+      if (g_.cu_seqlens_k[seq + 1] <= t0 || g_.cu_seqlens_k[seq] >= t0 + cols) return false;
+    }
+    const KeyRange span = load_block(b, kv, block);
+    return !span.empty() && span.end > t0 && span.begin < t0 + cols;
+  }
+
+  /// dv += Pᵀ dout and dk += dSᵀ (scale q) for the tile's `cols` keys (after
+  /// probabilities_and_grads): keys by rows times rows by head dims.
+  void add_key_grads(index_t cols, Acc* dk, Acc* dv) {
+    const index_t depth = round_up(rows_, W), covered = round_up(cols, MR);
+    for (index_t j0 = 0; j0 < value_dim_ / W; j0 += NP)
+      for (index_t c0 = 0; c0 < covered; c0 += MR)
+        micro_tile_columns<Packet, MR, NP, true>(
+            std::min<index_t>(NP, value_dim_ / W - j0),
+            StridedOperand<Acc>{probs_.data() + c0 * stride_, stride_, 1},
+            block_->douts.data() + j0 * W, value_dim_, depth, dv + c0 * value_dim_ + j0 * W,
+            value_dim_, StoreTile{}, c0, j0);
+    for (index_t j0 = 0; j0 < dim_ / W; j0 += NP)
+      for (index_t c0 = 0; c0 < covered; c0 += MR)
+        micro_tile_columns<Packet, MR, NP, true>(
+            std::min<index_t>(NP, dim_ / W - j0),
+            StridedOperand<Acc>{grads_.data() + c0 * stride_, stride_, 1},
+            block_->queries.data() + j0 * W, dim_, depth, dk + c0 * dim_ + j0 * W, dim_,
+            StoreTile{}, c0, j0);
+  }
+
+  void store_key_grads(index_t b, index_t kv, index_t t0, index_t cols, const Acc* dk,
+                       const Acc* dv) {
+    for (index_t c = 0; c < cols; ++c) {
+      T* k = x_.dk.row(b, t0 + c, kv);
+      T* v = x_.dv.row(b, t0 + c, kv);
+      for (index_t d = 0; d < g_.head_dim; ++d) k[d * x_.dk.strides[3]] = T(dk[c * dim_ + d]);
+      for (index_t d = 0; d < g_.value_dim; ++d)
+        v[d * x_.dv.strides[3]] = T(dv[c * value_dim_ + d]);
+    }
+  }
+
+  /// dq += dS (scale k) (after probabilities_and_grads): rows by keys (dS read out of dSᵀ)
+  /// times keys by head dims, each micro-tile of rows over the keys it can attend.
+  void add_query_grads(StridedOperand<Acc> keys, Acc* dq) {
+    for (index_t j0 = 0; j0 < dim_ / W; j0 += NP)
+      for (index_t r0 = 0; r0 < rows_; r0 += MR) {
+        const KeyRange columns = block_->softmax.columns(r0, MR);
+        if (columns.empty()) continue;
+        micro_tile_columns<Packet, MR, NP, true>(
+            std::min<index_t>(NP, dim_ / W - j0),
+            StridedOperand<Acc>{grads_.data() + columns.begin * stride_ + r0, 1, stride_},
+            keys.data + columns.begin * keys.row_stride + j0 * W, keys.row_stride,
+            columns.end - columns.begin, dq + r0 * dim_ + j0 * W, dim_, StoreTile{}, r0, j0);
+      }
+  }
+
+  /// The loaded block's dq, and its rows' slope gradients into slope_grads[task * group + head
+  /// in group] (task: the block's index over all (batch, kv head)s).
+  void store_query_grads(index_t b, index_t task, const Acc* dq, std::vector<double>* slope_grads) {
+    const Acc scale = Acc(g_.scale);
+    for (index_t r = 0; r < rows_; ++r) {
+      T* q = x_.dq.row(b, block_->queries_of[r], block_->heads_of[r]);
+      for (index_t d = 0; d < g_.head_dim; ++d)
+        q[d * x_.dq.strides[3]] = T(dq[r * dim_ + d] * scale);
+      if (slope_grads != nullptr)
+        (*slope_grads)[std::size_t(task * tasks_.group + block_->heads_of[r] % tasks_.group)] +=
+            double(block_->slope_grad[r]) - offset_slope_grad(r);
+    }
+  }
+
+  /// The part of row r's slope gradient that its bias offset carries, -|offset| sum dS: 0
+  /// without a sink (the dS sum to 0), -|offset| D P_sink with one (P_sink from the row's lse
+  /// relative to the offset, in double).
+  double offset_slope_grad(index_t r) const {
+    if (!g_.has_sinks() || r >= rows_) return 0;
+    const double distance = double(std::abs(block_->softmax.offset(r)));
+    const double lse = block_->lse[std::size_t(r)];
+    if (distance == 0 || !std::isfinite(lse)) return 0;
+    const double sink = double(g_.sink_logits[std::size_t(block_->heads_of[r])]) +
+                        double(block_->softmax.slope(r)) * distance;
+    return distance * double(block_->row_dot[r]) * std::exp(sink - lse);
+  }
+
   /// Finishes scoresᵀ into Pᵀ: bias, mask, exp(logit - lse); or the logits only, when `raw`.
   struct ProbabilityTile {
     const BackwardBlock* block;
@@ -185,7 +270,8 @@ class BackwardBlock {
             slope_grad = psub(slope_grad, pmul(ds, bias.distance(pset1<Packet>(Acc(key + i)))));
         }
         if (slope_grads)
-          pstore(&block->slope_grad_[r0], padd(pload<Packet>(&block->slope_grad_[r0]), slope_grad));
+          pstore(&block->block_->slope_grad[r0],
+                 padd(pload<Packet>(&block->block_->slope_grad[r0]), slope_grad));
       }
     }
   };
@@ -196,12 +282,6 @@ class BackwardBlock {
   index_t capacity_, dim_, value_dim_;  // rows the buffers hold; head dims in whole packets
   index_t rows_ = 0, stride_ = 0;       // this block's rows, and its row stride
   scratch_vector<Acc> keys_, values_, probs_, grads_;
-  // Per row: sum dS (-(|p - t| - |offset|)), the slope gradient with the bias offset taken out.
-  // Leaving out |offset| sum dS is exact, since the dS of a row sum to 0 (P sums to 1 and
-  // D = sum P dP); kept, it would multiply the rounding of out, in D, by the distance, and break
-  // the gradient's invariance under a shift of all distances (measured: 10.54 at a gap of 0, 905
-  // at 1e9).
-  scratch_vector<Acc> slope_grad_;
   std::vector<std::unique_ptr<Rows>> packed_;  // by block, modulo the slots
   Rows* block_ = nullptr;                      // the block load_block chose
 
@@ -225,11 +305,7 @@ template <class T>
 class KeyTileWorker : BackwardBlock<T> {
   using Base = BackwardBlock<T>;
   using Base::KB;
-  using Base::MR;
-  using Base::NP;
-  using Base::W;
   using typename Base::Acc;
-  using typename Base::Packet;
 
  public:
   KeyTileWorker(const Geometry& g, const ForwardTasks& tasks, const BackwardViews<T>& x)
@@ -238,50 +314,21 @@ class KeyTileWorker : BackwardBlock<T> {
         dv_(std::size_t(KB * this->value_dim_)) {}
 
   void operator()(index_t task) {
-    const Geometry& g = this->g_;
-    const index_t tiles = (g.seq_k + KB - 1) / KB;
+    const index_t tiles = this->key_tiles();
     const index_t pair = task / tiles, t0 = (task % tiles) * KB;
-    const index_t b = pair / g.heads_kv, kv = pair % g.heads_kv;
-    const index_t cols = std::min(KB, g.seq_k - t0);
+    const index_t b = pair / this->g_.heads_kv, kv = pair % this->g_.heads_kv;
+    const index_t cols = std::min(KB, this->g_.seq_k - t0);
     std::fill(dk_.begin(), dk_.end(), Acc(0));
     std::fill(dv_.begin(), dv_.end(), Acc(0));
     const StridedOperand<Acc> keys = this->key_rows(b, kv, t0, cols);
     const StridedOperand<Acc> values = this->value_rows(b, kv, t0, cols);
-    const index_t covered = round_up(cols, MR);
     for (index_t block = 0; block < this->tasks_.blocks; ++block) {
-      if (g.packed()) {  // only the blocks of the sequences this tile holds keys of
-        const std::size_t seq = std::size_t(g.sequence_of(this->tasks_.block_begin(block)));
-        if (g.cu_seqlens_k[seq + 1] <= t0 || g.cu_seqlens_k[seq] >= t0 + cols) continue;
-      }
-      const KeyRange span = this->load_block(b, kv, block);
-      if (span.empty() || span.end <= t0 || span.begin >= t0 + cols) continue;
+      if (!this->attends(b, kv, block, t0, cols)) continue;
       // Every column of the tile: the products below read all of Pᵀ and dSᵀ.
       this->probabilities_and_grads(t0, cols, keys, values, true, false);
-      const index_t depth = round_up(this->rows_, W);
-      // dv += Pᵀ dout and dk += dSᵀ (scale q): keys by rows times rows by head dims.
-      for (index_t j0 = 0; j0 < this->value_dim_ / W; j0 += NP)
-        for (index_t c0 = 0; c0 < covered; c0 += MR)
-          micro_tile_columns<Packet, MR, NP, true>(
-              std::min<index_t>(NP, this->value_dim_ / W - j0),
-              StridedOperand<Acc>{this->probs_.data() + c0 * this->stride_, this->stride_, 1},
-              this->block_->douts.data() + j0 * W, this->value_dim_, depth,
-              dv_.data() + c0 * this->value_dim_ + j0 * W, this->value_dim_, StoreTile{}, c0, j0);
-      for (index_t j0 = 0; j0 < this->dim_ / W; j0 += NP)
-        for (index_t c0 = 0; c0 < covered; c0 += MR)
-          micro_tile_columns<Packet, MR, NP, true>(
-              std::min<index_t>(NP, this->dim_ / W - j0),
-              StridedOperand<Acc>{this->grads_.data() + c0 * this->stride_, this->stride_, 1},
-              this->block_->queries.data() + j0 * W, this->dim_, depth,
-              dk_.data() + c0 * this->dim_ + j0 * W, this->dim_, StoreTile{}, c0, j0);
+      this->add_key_grads(cols, dk_.data(), dv_.data());
     }
-    for (index_t c = 0; c < cols; ++c) {
-      T* dk = this->x_.dk.row(b, t0 + c, kv);
-      T* dv = this->x_.dv.row(b, t0 + c, kv);
-      for (index_t d = 0; d < g.head_dim; ++d)
-        dk[d * this->x_.dk.strides[3]] = T(dk_[c * this->dim_ + d]);
-      for (index_t d = 0; d < g.value_dim; ++d)
-        dv[d * this->x_.dv.strides[3]] = T(dv_[c * this->value_dim_ + d]);
-    }
+    this->store_key_grads(b, kv, t0, cols, dk_.data(), dv_.data());
   }
 
  private:
@@ -294,11 +341,7 @@ template <class T>
 class QueryBlockWorker : BackwardBlock<T> {
   using Base = BackwardBlock<T>;
   using Base::KB;
-  using Base::MR;
-  using Base::NP;
-  using Base::W;
   using typename Base::Acc;
-  using typename Base::Packet;
 
  public:
   QueryBlockWorker(const Geometry& g, const ForwardTasks& tasks, const BackwardViews<T>& x,
@@ -313,56 +356,76 @@ class QueryBlockWorker : BackwardBlock<T> {
     const index_t b = pair / g.heads_kv, kv = pair % g.heads_kv;
     const KeyRange span = this->load_block(b, kv, block);
     std::fill(dq_.begin(), dq_.end(), Acc(0));
-    const index_t rows = this->rows_;
-    for (index_t t0 = span.begin; t0 < span.end; t0 += KB) {
-      const index_t cols = std::min(KB, span.end - t0);
+    std::fill(this->block_->slope_grad.begin(), this->block_->slope_grad.end(), Acc(0));
+    // The keys pass's tiles, so that PairWorker makes the very same products.
+    for (index_t t0 = span.begin / KB * KB; t0 < span.end; t0 += KB) {
+      const index_t cols = std::min(KB, g.seq_k - t0);
       const StridedOperand<Acc> keys = this->key_rows(b, kv, t0, cols);
       const StridedOperand<Acc> values = this->value_rows(b, kv, t0, cols);
       this->probabilities_and_grads(t0, cols, keys, values, false, slope_grads_ != nullptr);
-      // dq += dS (scale k): rows by keys (dS read out of dSᵀ) times keys by head dims, each
-      // micro-tile of rows over the keys it can attend.
-      for (index_t j0 = 0; j0 < this->dim_ / W; j0 += NP)
-        for (index_t r0 = 0; r0 < rows; r0 += MR) {
-          const KeyRange columns = this->block_->softmax.columns(r0, MR);
-          if (columns.empty()) continue;
-          micro_tile_columns<Packet, MR, NP, true>(
-              std::min<index_t>(NP, this->dim_ / W - j0),
-              StridedOperand<Acc>{this->grads_.data() + columns.begin * this->stride_ + r0, 1,
-                                  this->stride_},
-              keys.data + columns.begin * keys.row_stride + j0 * W, keys.row_stride,
-              columns.end - columns.begin, dq_.data() + r0 * this->dim_ + j0 * W, this->dim_,
-              StoreTile{}, r0, j0);
-        }
+      this->add_query_grads(keys, dq_.data());
     }
-    const Acc scale = Acc(g.scale);
-    for (index_t r = 0; r < rows; ++r) {
-      T* dq = this->x_.dq.row(b, this->block_->queries_of[r], this->block_->heads_of[r]);
-      for (index_t d = 0; d < g.head_dim; ++d)
-        dq[d * this->x_.dq.strides[3]] = T(dq_[r * this->dim_ + d] * scale);
-      if (slope_grads_ != nullptr)
-        (*slope_grads_)[std::size_t(task * this->tasks_.group +
-                                    this->block_->heads_of[r] % this->tasks_.group)] +=
-            double(this->slope_grad_[r]) - offset_slope_grad(r);
-    }
+    this->store_query_grads(b, task, dq_.data(), slope_grads_);
   }
 
  private:
   scratch_vector<Acc> dq_;
   std::vector<double>* slope_grads_;
+};
 
-  /// The part of row r's slope gradient that its bias offset carries, -|offset| sum dS: 0
-  /// without a sink (the dS sum to 0), -|offset| D P_sink with one (P_sink from the row's lse
-  /// relative to the offset, in double).
-  double offset_slope_grad(index_t r) const {
+/// Both passes in one task per (batch, kv head), when there are enough of them for every
+/// thread: per key tile the keys pass's products, and from the same P and dS each query block's
+/// dq and slope gradients, which the queries pass would recompute. The queries pass walks the
+/// same tiles and sums the same products in the same order, so the bits are the same either way
+/// (in the columns only this worker computes, dS is 0).
+template <class T>
+class PairWorker : BackwardBlock<T> {
+  using Base = BackwardBlock<T>;
+  using Base::KB;
+  using typename Base::Acc;
+
+ public:
+  PairWorker(const Geometry& g, const ForwardTasks& tasks, const BackwardViews<T>& x,
+             std::vector<double>* slope_grads)
+      : Base(g, tasks, x, tasks.blocks),
+        dk_(std::size_t(KB * this->dim_)),
+        dv_(std::size_t(KB * this->value_dim_)),
+        dq_(std::size_t(tasks.blocks * this->capacity_ * this->dim_)),
+        slope_grads_(slope_grads) {}
+
+  void operator()(index_t pair) {
     const Geometry& g = this->g_;
-    if (!g.has_sinks() || r >= this->rows_) return 0;
-    const double distance = double(std::abs(this->block_->softmax.offset(r)));
-    const double lse = this->block_->lse[std::size_t(r)];
-    if (distance == 0 || !std::isfinite(lse)) return 0;
-    const double sink = double(g.sink_logits[std::size_t(this->block_->heads_of[r])]) +
-                        double(this->block_->softmax.slope(r)) * distance;
-    return distance * double(this->block_->row_dot[r]) * std::exp(sink - lse);
+    const index_t b = pair / g.heads_kv, kv = pair % g.heads_kv, blocks = this->tasks_.blocks;
+    const std::size_t block_dq = std::size_t(this->capacity_ * this->dim_);
+    std::fill(dq_.begin(), dq_.end(), Acc(0));
+    for (index_t block = 0; block < blocks; ++block) {
+      this->load_block(b, kv, block);
+      std::fill(this->block_->slope_grad.begin(), this->block_->slope_grad.end(), Acc(0));
+    }
+    for (index_t t0 = 0; t0 < g.seq_k; t0 += KB) {
+      const index_t cols = std::min(KB, g.seq_k - t0);
+      std::fill(dk_.begin(), dk_.end(), Acc(0));
+      std::fill(dv_.begin(), dv_.end(), Acc(0));
+      const StridedOperand<Acc> keys = this->key_rows(b, kv, t0, cols);
+      const StridedOperand<Acc> values = this->value_rows(b, kv, t0, cols);
+      for (index_t block = 0; block < blocks; ++block) {
+        if (!this->attends(b, kv, block, t0, cols)) continue;
+        this->probabilities_and_grads(t0, cols, keys, values, true, slope_grads_ != nullptr);
+        this->add_key_grads(cols, dk_.data(), dv_.data());
+        this->add_query_grads(keys, dq_.data() + std::size_t(block) * block_dq);
+      }
+      this->store_key_grads(b, kv, t0, cols, dk_.data(), dv_.data());
+    }
+    for (index_t block = 0; block < blocks; ++block) {
+      this->load_block(b, kv, block);
+      this->store_query_grads(b, pair * blocks + block, dq_.data() + std::size_t(block) * block_dq,
+                              slope_grads_);
+    }
   }
+
+ private:
+  scratch_vector<Acc> dk_, dv_, dq_;  // dq: per query block
+  std::vector<double>* slope_grads_;
 };
 
 /// Recomputes each row's lse in double, relative to its bias offset (so that it keeps its
@@ -457,15 +520,19 @@ void backward(const Geometry& g, BackwardViews<T> x, int threads, float* dslopes
     x.exact_lse.assign(std::size_t(rows), -std::numeric_limits<double>::infinity());
     parallel_tasks(tasks.count, threads, [&] { return LseRefiner<T>(g, tasks, x); });
   }
+  const index_t pairs = g.batch * g.heads_kv;
   const index_t tiles =
       (g.seq_k + kernel_traits<Acc>::key_block - 1) / kernel_traits<Acc>::key_block;
-  parallel_tasks(g.batch * g.heads_kv * tiles, threads,
-                 [&] { return KeyTileWorker<T>(g, tasks, x); });
   std::vector<double> slope_grads(dslopes != nullptr ? std::size_t(tasks.count * tasks.group) : 0,
                                   0.0);
-  parallel_tasks(tasks.count, threads, [&] {
-    return QueryBlockWorker<T>(g, tasks, x, dslopes != nullptr ? &slope_grads : nullptr);
-  });
+  std::vector<double>* grads = dslopes != nullptr ? &slope_grads : nullptr;
+  // Key tiles as tasks only to keep every thread busy: both ways give the same bits.
+  if (pairs >= thread_count(threads, pairs * tiles)) {
+    parallel_tasks(pairs, threads, [&] { return PairWorker<T>(g, tasks, x, grads); });
+  } else {
+    parallel_tasks(pairs * tiles, threads, [&] { return KeyTileWorker<T>(g, tasks, x); });
+    parallel_tasks(tasks.count, threads, [&] { return QueryBlockWorker<T>(g, tasks, x, grads); });
+  }
   if (dsinks != nullptr && g.has_sinks()) sink_gradients(g, x, dsinks);
   if (dslopes == nullptr) return;
   // Per (batch, head) in task order: the same sums whatever the thread count.
