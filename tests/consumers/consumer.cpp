@@ -2,12 +2,51 @@
 // broken install or include path fails here rather than in someone's engine.
 #include <alibi/alibi.hpp>
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <vector>
 
-int main() {
+namespace {
+// `consumer --speed`: alibi_bench's headline prefill case (S 2048, H 8, D 64, causal, float, one
+// thread, every key visited), the median of 7 calls in GFLOP/s as the bench counts them, to set
+// beside `alibi_bench --benchmark_filter=fused/float/S:2048/H:8/Hkv:8/D:64/causal:1/threads:1`:
+// what a consumer's own build of the header gets.
+int speed() {
+  const alibi::index_t seq = 2048, heads = 8, dim = 64;
+  std::vector<float> q(seq * heads * dim), k(q.size()), v(q.size()), out(q.size());
+  for (std::size_t i = 0; i < q.size(); ++i) {
+    q[i] = std::sin(0.37f * float(i));
+    k[i] = std::cos(0.11f * float(i));
+    v[i] = std::sin(0.05f * float(i) + 1.0f);
+  }
+  const auto view = [&](std::vector<float>& x) {
+    return alibi::make_view(x.data(), 1, seq, heads, dim);
+  };
+  alibi::Params params;
+  params.num_threads = 1;
+  params.tail_tolerance = 0;
+  std::vector<double> seconds;
+  for (int i = 0; i < 8; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    alibi::attention(view(q), view(k), view(v), view(out), params);
+    const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
+    if (i > 0) seconds.push_back(took.count());  // the first call warms up
+  }
+  std::sort(seconds.begin(), seconds.end());
+  const double median = seconds[seconds.size() / 2];
+  const double flops = 2.0 * double(seq) * double(seq) * double(dim) * double(heads);
+  std::printf("consumer fused S 2048, H 8, D 64, causal, 1 thread: %.2f ms, %.1f GFLOP/s\n",
+              median * 1e3, flops / median / 1e9);
+  return 0;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc > 1 && std::strcmp(argv[1], "--speed") == 0) return speed();
   const alibi::index_t seq = 40, heads = 4, dim = 16;
   std::vector<float> q(seq * heads * dim), k(q.size()), v(q.size()), out(q.size()), ref(q.size());
   for (std::size_t i = 0; i < q.size(); ++i) {
