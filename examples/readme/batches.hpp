@@ -1,16 +1,27 @@
 #pragma once
-// What the README's batch recipes share: deterministic inputs, and the check of one batch row
+// What the README's programs share: deterministic inputs, and the check of one batch row
 // against alibi::reference::attention run on that row alone (its own tokens, no padding).
 
 #include <alibi/alibi.hpp>
 
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
+#include <random>
 #include <vector>
 
 namespace readme {
 
 using alibi::index_t;
+
+/// n unit-normal floats from `seed`.
+inline std::vector<float> normal_values(std::size_t n, std::uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal;
+  std::vector<float> x(n);
+  for (float& e : x) e = normal(rng);
+  return x;
+}
 
 inline std::vector<float> values(std::size_t n, float frequency) {
   std::vector<float> x(n);

@@ -10,22 +10,18 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <random>
 #include <vector>
 
+#include "batches.hpp"
+
 namespace {
-std::vector<float> values(std::size_t n, std::uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal;
-  std::vector<float> x(n);
-  for (float& e : x) e = normal(rng);
-  return x;
-}
+using readme::normal_values;
 
 // The largest |a - b| over `n` elements of b starting at `offset` (a holds only those).
 float max_diff(const std::vector<float>& a, const std::vector<float>& b, std::size_t offset) {
   float worst = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(a[i] - b[offset + i]));
+  for (std::size_t i = 0; i < a.size(); ++i)
+    worst = std::max(worst, std::abs(a[i] - b[offset + i]));
   return worst;
 }
 }  // namespace
@@ -38,9 +34,9 @@ int main(int argc, char** argv) {
   using alibi::index_t;
   const index_t H = 4, D = 32, n = 96, S = n * ranks;  // n tokens per rank
   const std::size_t row = std::size_t(H) * D, mine = std::size_t(rank) * n * row;
-  const std::vector<float> qa = values(S * row, 1), ka = values(S * row, 2),
-                           va = values(S * row, 3), da = values(S * row, 4),
-                           qn = values(row, 5);
+  const std::vector<float> qa = normal_values(S * row, 1), ka = normal_values(S * row, 2),
+                           va = normal_values(S * row, 3), da = normal_values(S * row, 4),
+                           qn = normal_values(row, 5);
   const auto whole = [&](const std::vector<float>& x) {
     return alibi::make_view(x.data(), 1, S, H, D);
   };

@@ -5,26 +5,19 @@
 
 #include <cmath>
 #include <cstdio>
-#include <random>
 #include <vector>
 
-namespace {
-std::vector<float> values(std::size_t n, std::uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal;
-  std::vector<float> x(n);
-  for (float& e : x) e = normal(rng);
-  return x;
-}
-}  // namespace
+#include "batches.hpp"
+
+using readme::normal_values;
 
 int main() {
   using alibi::index_t;
   const index_t n = 1000, Hq = 32, Hkv = 8, D = 128;
-  const std::vector<float> kp = values(n * Hkv * D, 1), vp = values(n * Hkv * D, 2),
-                           ka = values(Hkv * D, 3), va = values(Hkv * D, 4),
-                           kb = values(Hkv * D, 5), vb = values(Hkv * D, 6),
-                           q = values(2 * Hq * D, 7);
+  const std::vector<float> kp = normal_values(n * Hkv * D, 1),
+                           vp = normal_values(n * Hkv * D, 2), ka = normal_values(Hkv * D, 3),
+                           va = normal_values(Hkv * D, 4), kb = normal_values(Hkv * D, 5),
+                           vb = normal_values(Hkv * D, 6), q = normal_values(2 * Hq * D, 7);
   std::vector<float> o(2 * Hq * D);
   const auto k_prompt = alibi::make_view(kp.data(), 1, n, Hkv, D);
   const auto v_prompt = alibi::make_view(vp.data(), 1, n, Hkv, D);

@@ -11,6 +11,15 @@
 #include <vector>
 
 namespace {
+// Deterministic q, k and v, the same for the check and the timing.
+void fill_inputs(std::vector<float>& q, std::vector<float>& k, std::vector<float>& v) {
+  for (std::size_t i = 0; i < q.size(); ++i) {
+    q[i] = std::sin(0.37f * float(i));
+    k[i] = std::cos(0.11f * float(i));
+    v[i] = std::sin(0.05f * float(i) + 1.0f);
+  }
+}
+
 // `consumer --speed`: alibi_bench's headline prefill case (S 2048, H 8, D 64, causal, float, one
 // thread, every key visited), the median of 7 calls in GFLOP/s as the bench counts them, to set
 // beside `alibi_bench --benchmark_filter=fused/float/S:2048/H:8/Hkv:8/D:64/causal:1/threads:1`:
@@ -18,11 +27,7 @@ namespace {
 int speed() {
   const alibi::index_t seq = 2048, heads = 8, dim = 64;
   std::vector<float> q(seq * heads * dim), k(q.size()), v(q.size()), out(q.size());
-  for (std::size_t i = 0; i < q.size(); ++i) {
-    q[i] = std::sin(0.37f * float(i));
-    k[i] = std::cos(0.11f * float(i));
-    v[i] = std::sin(0.05f * float(i) + 1.0f);
-  }
+  fill_inputs(q, k, v);
   const auto view = [&](std::vector<float>& x) {
     return alibi::make_view(x.data(), 1, seq, heads, dim);
   };
@@ -49,11 +54,7 @@ int main(int argc, char** argv) {
   if (argc > 1 && std::strcmp(argv[1], "--speed") == 0) return speed();
   const alibi::index_t seq = 40, heads = 4, dim = 16;
   std::vector<float> q(seq * heads * dim), k(q.size()), v(q.size()), out(q.size()), ref(q.size());
-  for (std::size_t i = 0; i < q.size(); ++i) {
-    q[i] = std::sin(0.37f * float(i));
-    k[i] = std::cos(0.11f * float(i));
-    v[i] = std::sin(0.05f * float(i) + 1.0f);
-  }
+  fill_inputs(q, k, v);
   const auto view = [&](std::vector<float>& x) {
     return alibi::make_view(x.data(), 1, seq, heads, dim);
   };
